@@ -1,0 +1,1 @@
+"""HTTP endpoints, one module per concern: upload, publish, download (+ ranges, streaming), health, routes."""

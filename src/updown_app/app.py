@@ -1,0 +1,109 @@
+"""The ASGI application: routes, middleware and the start-up that builds the ``AppContext``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from updown_app.api import download, files, health, upload
+from updown_app.auth.private import Authorizer, DenyAll
+from updown_app.auth.signed_requests import RequestVerifier
+from updown_app.context import AppContext
+from updown_app.errors import ApiError, api_error_handler, error_response
+from updown_app.https_only import HttpsOnlyMiddleware
+from updown_app.metadata.db import create_engine, migrate, session_factory
+from updown_app.metadata.repository import Repository
+from updown_app.metrics import MetricsMiddleware, metrics_endpoint
+from updown_app.settings import Settings
+from updown_app.storage import create_storage
+
+log = logging.getLogger("updown.app")
+NONCE_PURGE_INTERVAL = 60.0
+
+
+async def build_context(settings: Settings, authorizer: Authorizer | None = None) -> AppContext:
+    engine = create_engine(settings.resolved_database_url)
+    if settings.auto_migrate:
+        await migrate(engine)
+    repository = Repository(session_factory(engine))
+    keys = settings.signing_keys()
+    if not keys:
+        log.warning("no HMAC keys configured: every signed request will be refused")
+    return AppContext(
+        settings=settings,
+        engine=engine,
+        repository=repository,
+        storage=create_storage(settings),
+        verifier=RequestVerifier(keys, repository, settings.max_clock_skew),
+        authorizer=authorizer or DenyAll(),
+    )
+
+
+async def _purge_nonces(context: AppContext) -> None:
+    while True:
+        await asyncio.sleep(NONCE_PURGE_INTERVAL)
+        try:
+            await context.repository.purge_nonces()
+        except Exception:  # keep purging after a transient database error
+            log.exception("purging expired nonces failed")
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def create_app(settings: Settings | None = None, authorizer: Authorizer | None = None) -> Starlette:
+    settings = settings or Settings.load()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        context = await build_context(settings, authorizer)
+        app.state.ctx = context
+        purger = asyncio.create_task(_purge_nonces(context))
+        try:
+            yield
+        finally:
+            purger.cancel()
+            await context.storage.close()
+            await context.engine.dispose()
+
+    routes = [
+        Route("/healthz", health.healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", health.readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/v1/files", upload.upload, methods=["POST"]),
+        Route("/v1/files/{file_id}", files.info, methods=["GET"]),
+        Route("/v1/files/{file_id}/publish", files.publish, methods=["POST"]),
+        Route("/v1/files/{file_id}/unpublish", files.unpublish, methods=["POST"]),
+        Route("/{package}/{revision}/{filename}", download.download, methods=["GET", "HEAD"]),
+    ]
+    middleware = []
+    if settings.trusted_proxies:
+        middleware.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies))
+    middleware += [
+        Middleware(MetricsMiddleware, access_log=settings.access_log),
+        Middleware(HttpsOnlyMiddleware, redirect_port=settings.redirect_port, hsts=settings.tls),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={ApiError: api_error_handler, HTTPException: _http_exception, Exception: _unhandled},
+    )

@@ -1,0 +1,33 @@
+"""Everything a request handler needs, built once at start-up and kept on ``app.state.ctx``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+
+from updown_app.auth.private import Authorizer
+from updown_app.auth.signed_requests import RequestVerifier
+from updown_app.metadata.models import File, FileState
+from updown_app.metadata.repository import Repository
+from updown_app.settings import Settings
+from updown_app.storage.base import Storage
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    repository: Repository
+    storage: Storage
+    verifier: RequestVerifier
+    authorizer: Authorizer
+    # Called after a publish/unpublish changed a file's state (cache purges, index updates).
+    state_hooks: list[Callable[[File, FileState], Awaitable[None]]] = field(default_factory=list)
+
+
+def ctx(request: Request) -> AppContext:
+    context: AppContext = request.app.state.ctx
+    return context

@@ -1,0 +1,108 @@
+"""Streaming MD5/SHA-1/SHA-256/SHA-512 of an upload, verified against the declared values.
+
+``verified_stream`` re-chunks the incoming body into ``chunk_size`` buffers, hashes each one in the thread pool
+(hashlib releases the GIL, so hashing overlaps with receiving the next buffer) and holds the last buffer back
+until size, MD5 and SHA-256 all matched. A store therefore never receives a complete body that failed a check:
+the stream raises instead, and the store discards the partial object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Digests:
+    size: int
+    md5: str
+    sha1: str
+    sha256: str
+    sha512: str
+
+    def b64(self, name: str) -> str:
+        return base64.b64encode(bytes.fromhex(getattr(self, name))).decode()
+
+
+@dataclass(frozen=True)
+class Declared:
+    size: int
+    md5: str
+    sha256: str
+
+
+class DigestMismatchError(Exception):
+    """The body does not match what was declared; ``field`` names what differs."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class MultiHasher:
+    def __init__(self) -> None:
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha1 = hashlib.sha1(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+        self._sha512 = hashlib.sha512()
+
+    def update(self, data: bytes) -> None:
+        self.size += len(data)
+        for h in (self._md5, self._sha1, self._sha256, self._sha512):
+            h.update(data)
+
+    def digests(self) -> Digests:
+        return Digests(
+            size=self.size,
+            md5=self._md5.hexdigest(),
+            sha1=self._sha1.hexdigest(),
+            sha256=self._sha256.hexdigest(),
+            sha512=self._sha512.hexdigest(),
+        )
+
+
+def check(digests: Digests, declared: Declared) -> None:
+    if digests.size != declared.size:
+        raise DigestMismatchError("size", f"body has {digests.size} bytes, {declared.size} declared")
+    if digests.md5 != declared.md5.lower():
+        raise DigestMismatchError("md5", "MD5 of the body does not match the declared md5")
+    if digests.sha256 != declared.sha256.lower():
+        raise DigestMismatchError("sha256", "SHA-256 of the body does not match the declared sha256")
+
+
+async def verified_stream(
+    source: AsyncIterator[bytes], declared: Declared, hasher: MultiHasher, chunk_size: int
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    buf = bytearray()
+    received = 0
+    pending: asyncio.Future[None] | None = None
+    held: bytes | None = None
+    async for piece in source:
+        received += len(piece)
+        if received > declared.size:
+            raise DigestMismatchError("size", f"body is longer than the declared {declared.size} bytes")
+        buf += piece
+        if len(buf) >= chunk_size:
+            data = bytes(buf)
+            buf.clear()
+            if pending is not None:
+                await pending
+            pending = loop.run_in_executor(None, hasher.update, data)
+            if held is not None:
+                yield held
+            held = data
+    if pending is not None:
+        await pending
+    tail = bytes(buf)
+    if tail:
+        await loop.run_in_executor(None, hasher.update, tail) if len(tail) > 65536 else hasher.update(tail)
+    check(hasher.digests(), declared)
+    if held is not None:
+        yield held
+    if tail:
+        yield tail

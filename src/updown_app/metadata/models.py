@@ -1,0 +1,93 @@
+"""The SQL schema: files, their state-change history, and the nonces of signed requests."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Dialect, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Visibility(enum.StrEnum):
+    public = "public"
+    private = "private"
+
+
+class FileState(enum.StrEnum):
+    unpublished = "unpublished"
+    published = "published"
+
+
+class File(Base):
+    __tablename__ = "files"
+    __table_args__ = (
+        UniqueConstraint("package", "revision", "filename", name="uq_files_package_revision_filename"),
+        Index("ix_files_sha256", "sha256"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    package: Mapped[str] = mapped_column(String(128))
+    revision: Mapped[str] = mapped_column(String(128))
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str] = mapped_column(String(32))
+    sha1: Mapped[str] = mapped_column(String(40))
+    sha256: Mapped[str] = mapped_column(String(64))
+    sha512: Mapped[str] = mapped_column(String(128))
+    object_key: Mapped[str] = mapped_column(String(300))
+    visibility: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    unpublished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class FileEvent(Base):
+    """Who (signing key id) changed what, when: uploads, publishes, unpublishes."""
+
+    __tablename__ = "file_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    file_id: Mapped[str] = mapped_column(String(32), ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Nonce(Base):
+    """Nonces seen within the clock-skew window; the primary key makes a replay fail atomically."""
+
+    __tablename__ = "nonces"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
