@@ -13,7 +13,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-CMDLINE="$(env | grep -E '^(QUICK|DUR|REPS|WARM|UREPS|SLOW_[A-Z]+|SERVERS|PHASES|SRV_CPU|CLI_CPU)=' | sort | tr '\n' ' ')benchmarks/run.sh $*"
+CMDLINE="$(env | grep -E '^(QUICK|DUR|REPS|WARM|UREPS|UPLOAD_SIZES|SLOW_[A-Z]+|SERVERS|PHASES|SRV_CPU|CLI_CPU|UPDATE_README)=' | sort | tr '\n' ' ')benchmarks/run.sh $*"
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
