@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import ssl
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -91,7 +92,8 @@ class UpdownClient:
         if self.base_url.startswith("http://"):
             # Plain HTTP only reaches the app directly behind a trusted proxy setup (tests, benchmarks).
             headers["x-forwarded-proto"] = "https"
-        self.http = httpx.Client(verify=verify, timeout=httpx.Timeout(timeout, connect=10.0), headers=headers)
+        tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        self.http = httpx.Client(verify=tls, timeout=httpx.Timeout(timeout, connect=10.0), headers=headers)
 
     def close(self) -> None:
         self.http.close()

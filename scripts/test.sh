@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, starts the real services, runs lint, types and every suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export UPDOWN_RUN_DIR=${UPDOWN_RUN_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/updown-test.XXXXXX")}
+
+scripts/install-deps.sh
+
+started=()
+cleanup() {
+  for ((i=${#started[@]}-1; i>=0; i--)); do "scripts/services/${started[$i]}.sh" stop || true; done
+}
+trap cleanup EXIT
+
+UPDOWN_TEST_POSTGRES_URL=$(scripts/services/postgres.sh start | tail -1); started+=(postgres)
+export UPDOWN_TEST_POSTGRES_URL UPDOWN_REQUIRE_SERVICES=1
+
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests
+.venv/bin/mypy
+.venv/bin/pytest -q -p no:cacheprovider "$@"
