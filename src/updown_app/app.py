@@ -105,5 +105,9 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={ApiError: api_error_handler, HTTPException: _http_exception, Exception: _unhandled},
+        exception_handlers={
+            ApiError: api_error_handler,
+            HTTPException: _http_exception,
+            Exception: _unhandled,
+        },
     )

@@ -1,9 +1,9 @@
 """Python client for updown: signed uploads and state changes, resumable verified downloads.
 
-    client = UpdownClient("https://updown.example", key_id="store-1", secret=b"...", verify="ca.pem")
-    record = client.upload("app_1.0.snap", package="app", revision="1")
-    client.publish(record["id"])
-    client.download("https://updown.example/app/1/app_1.0.snap", Path("app_1.0.snap"))
+client = UpdownClient("https://updown.example", key_id="store-1", secret=b"...", verify="ca.pem")
+record = client.upload("app_1.0.snap", package="app", revision="1")
+client.publish(record["id"])
+client.download("https://updown.example/app/1/app_1.0.snap", Path("app_1.0.snap"))
 """
 
 from __future__ import annotations

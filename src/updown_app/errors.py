@@ -9,9 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 
 class ApiError(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -22,9 +20,7 @@ class ApiError(Exception):
         return error_response(self.status, self.code, self.message, self.headers)
 
 
-def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     hdrs = {"cache-control": "no-store", **(headers or {})}
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=hdrs)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from updown_app.errors import error_response
 
@@ -33,7 +33,7 @@ class HttpsOnlyMiddleware:
                 await self.app(scope, receive, send)
                 return
 
-            async def send_with_hsts(message: dict) -> None:  # type: ignore[type-arg]
+            async def send_with_hsts(message: Message) -> None:
                 if message["type"] == "http.response.start":
                     message["headers"] = [*message.get("headers", []), HSTS]
                 await send(message)

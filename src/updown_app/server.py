@@ -14,6 +14,7 @@ import secrets
 import sys
 from collections.abc import Generator
 from pathlib import Path
+from typing import Literal
 
 import uvicorn
 
@@ -49,7 +50,9 @@ def ensure_local_key(settings: Settings) -> Path | None:
     return path
 
 
-def _config(settings: Settings, port: int, tls: tuple[Path, Path] | None, lifespan: str) -> uvicorn.Config:
+def _config(
+    settings: Settings, port: int, tls: tuple[Path, Path] | None, lifespan: Literal["on", "off"]
+) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(settings) if lifespan == "on" else _redirect_app(settings),
         host=settings.bind,
@@ -129,9 +132,7 @@ def serve(settings: Settings) -> None:
         if settings.tls_cert and settings.tls_key:
             tls = (settings.tls_cert, settings.tls_key)
         else:
-            tls = ensure_self_signed(
-                settings.data_dir / "tls", [settings.public_host, settings.private_host]
-            )
+            tls = ensure_self_signed(settings.data_dir / "tls", [settings.public_host, settings.private_host])
     if settings.workers > 1:
         if settings.tls:
             sys.exit("workers > 1 is for running behind a proxy (tls = false)")
@@ -150,7 +151,11 @@ def serve(settings: Settings) -> None:
             timeout_keep_alive=75,
         )
         return
-    print(banner(settings, tls[0] if tls and not settings.tls_cert else None, key_file), file=sys.stderr, flush=True)
+    print(
+        banner(settings, tls[0] if tls and not settings.tls_cert else None, key_file),
+        file=sys.stderr,
+        flush=True,
+    )
     import uvloop
 
     uvloop.run(_serve(settings, tls))

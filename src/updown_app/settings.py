@@ -33,6 +33,115 @@ class StorageSettings(BaseModel):
     local: LocalStorageSettings = LocalStorageSettings()
 
 
+# Private downloads (docs/private-downloads.md) ---------------------------------------------------------------------
+
+ASYMMETRIC_JWT_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+class IntrospectionSettings(BaseModel):
+    """RFC 7662 token introspection with the service's client credentials (HTTP Basic, client_secret_basic)."""
+
+    url: str = Field(description="The SSO's introspection endpoint.")
+    client_id: str
+    client_secret: SecretStr
+
+
+class JwtSettings(BaseModel):
+    """JWT access tokens verified offline against the SSO's JWKS."""
+
+    jwks_url: str
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    leeway: float = Field(default=30.0, ge=0, le=300, description="Seconds of clock skew for exp/nbf/iat.")
+    jwks_max_age: float = Field(default=3600.0, gt=0, description="Seconds before the JWKS is fetched again.")
+    jwks_min_refetch_interval: float = Field(
+        default=30.0, ge=0, description="At most one JWKS fetch per this many seconds on an unknown kid."
+    )
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        bad = [alg for alg in value if alg not in ASYMMETRIC_JWT_ALGORITHMS]
+        if bad:
+            raise ValueError(f"unsupported JWT algorithm(s) {bad}: only asymmetric algorithms are allowed")
+        return value
+
+
+class SsoSettings(BaseModel):
+    mode: Literal["introspection", "jwt"] | None = Field(
+        default=None, description="How bearer tokens are validated; None: private downloads are refused."
+    )
+    issuer: str | None = Field(default=None, description="Required `iss` (always checked for JWT).")
+    audience: str | None = Field(default=None, description="Required `aud` (always checked for JWT).")
+    user_claim: str = Field(default="sub", description="The claim that names the user.")
+    introspection: IntrospectionSettings | None = None
+    jwt: JwtSettings | None = None
+    timeout: float = Field(default=5.0, gt=0, description="Seconds for one SSO call, end to end.")
+    cache_ttl: float = Field(default=300.0, ge=0, description="Longest a valid token is trusted without asking.")
+    negative_cache_ttl: float = Field(default=10.0, ge=0, description="How long an invalid token is remembered.")
+    cache_size: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SsoSettings:
+        if self.mode == "introspection" and self.introspection is None:
+            raise ValueError("sso.mode = 'introspection' needs sso.introspection (url, client_id, client_secret)")
+        if self.mode == "jwt":
+            if self.jwt is None:
+                raise ValueError("sso.mode = 'jwt' needs sso.jwt (jwks_url)")
+            if not self.issuer or not self.audience:
+                raise ValueError("sso.mode = 'jwt' needs sso.issuer and sso.audience")
+        return self
+
+
+class AccessCheckSettings(BaseModel):
+    url: str | None = Field(default=None, description="The store's access-check endpoint (POST, signed).")
+    key_id: str | None = Field(default=None, description="Key id our requests are signed with.")
+    secret: SecretStr | None = Field(
+        default=None, description="Secret for key_id; default: the hmac_keys entry of that key id."
+    )
+    timeout: float = Field(default=5.0, gt=0, description="Seconds for one access check, end to end.")
+    allowed_ttl: float = Field(default=300.0, ge=0, description="How long an 'allowed' answer is cached.")
+    denied_ttl: float = Field(default=30.0, ge=0, description="How long a 'denied' answer is cached.")
+    cache_size: int = Field(default=100_000, ge=1)
+
+
+class LinkSettings(BaseModel):
+    keys: dict[str, SecretStr] = Field(
+        default_factory=dict, description="HMAC keys for download links by key id; empty: links are off."
+    )
+    signing_key_id: str | None = Field(default=None, description="Key id new links use; default: the only key.")
+    default_ttl: int = Field(default=3600, ge=1, description="Seconds a minted link lives by default.")
+    max_ttl: int = Field(default=7 * 86400, ge=1, description="Longest lifetime a link may be minted with.")
+
+    @model_validator(mode="after")
+    def _check(self) -> LinkSettings:
+        if self.signing_key_id is not None and self.signing_key_id not in self.keys:
+            raise ValueError("links.signing_key_id must name one of links.keys")
+        if self.keys and self.signing_key_id is None and len(self.keys) > 1:
+            raise ValueError("links.signing_key_id is needed when several link keys are configured")
+        if self.default_ttl > self.max_ttl:
+            raise ValueError("links.default_ttl must not exceed links.max_ttl")
+        return self
+
+
+class PrivateDownloadSettings(BaseModel):
+    sso: SsoSettings = SsoSettings()
+    access_check: AccessCheckSettings = AccessCheckSettings()
+    links: LinkSettings = LinkSettings()
+    retry_after: int = Field(default=30, ge=1, description="Retry-After seconds on 503 (SSO/store unavailable).")
+
+    @model_validator(mode="after")
+    def _check(self) -> PrivateDownloadSettings:
+        if (self.sso.mode is None) != (self.access_check.url is None):
+            raise ValueError("private downloads need both private.sso.mode and private.access_check.url")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.sso.mode is not None and self.access_check.url is not None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="UPDOWN_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -40,9 +149,7 @@ class Settings(BaseSettings):
 
     # Where the embedded defaults (SQLite, objects, generated TLS material and keys) live.
     data_dir: Path = Path("updown-data")
-    database_url: str | None = Field(
-        default=None, description="SQLAlchemy async URL; default SQLite in data_dir."
-    )
+    database_url: str | None = Field(default=None, description="SQLAlchemy async URL; default SQLite in data_dir.")
     auto_migrate: bool = Field(default=True, description="Run Alembic migrations at start-up.")
     storage: StorageSettings = StorageSettings()
 
@@ -76,6 +183,9 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(
         default_factory=list, description="Addresses/CIDRs whose X-Forwarded-Proto/For are trusted."
     )
+
+    # Private downloads: SSO tokens, the store's access checks, download links.
+    private: PrivateDownloadSettings = PrivateDownloadSettings()
 
     # Operations.
     log_level: str = "info"

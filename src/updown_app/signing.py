@@ -28,9 +28,7 @@ from urllib.parse import quote
 SCHEME = "UPDOWN-HMAC-SHA256"
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 KEY_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_HEADER_RE = re.compile(
-    rf"^{SCHEME}\s+KeyId=(?P<kid>[A-Za-z0-9._-]{{1,64}}),\s*Signature=(?P<sig>[0-9a-f]{{64}})$"
-)
+_HEADER_RE = re.compile(rf"^{SCHEME}\s+KeyId=(?P<kid>[A-Za-z0-9._-]{{1,64}}),\s*Signature=(?P<sig>[0-9a-f]{{64}})$")
 
 
 def _enc(text: str) -> str:

@@ -46,7 +46,7 @@ class ServerProcess:
 
     @property
     def base_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://localhost:{self.port}"
 
     @property
     def cert(self) -> Path:

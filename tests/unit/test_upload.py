@@ -99,8 +99,13 @@ def _unknown_key(srv: ServerProcess) -> tuple[bytes, dict[str, str]]:
     return body, signed_headers("nobody", "whatever", fields, ctype)
 
 
-def _signed(srv: ServerProcess, fields: dict[str, str], data: bytes | None = DATA, sent: dict[str, str] | None = None,
-            parts_after: list[tuple[str, str | None, bytes]] | None = None) -> tuple[bytes, dict[str, str]]:
+def _signed(
+    srv: ServerProcess,
+    fields: dict[str, str],
+    data: bytes | None = DATA,
+    sent: dict[str, str] | None = None,
+    parts_after: list[tuple[str, str | None, bytes]] | None = None,
+) -> tuple[bytes, dict[str, str]]:
     """Sign ``fields`` but send ``sent`` (to model tampering) plus optional extra parts."""
     parts = form(sent or fields, data) + (parts_after or [])
     body, ctype = multipart(parts)
@@ -112,28 +117,57 @@ CASES: dict[str, tuple[Callable[[ServerProcess], tuple[bytes, dict[str, str]]], 
     "invalid signature": (lambda s: _bad_signature(), 401, "invalid_signature"),
     "malformed authorization": (lambda s: _malformed_header(), 401, "invalid_signature"),
     "unknown key id": (_unknown_key, 401, "unknown_key"),
-    "skewed timestamp": (lambda s: _signed(s, _fields(timestamp=str(int(time.time()) - 3600))), 401, "clock_skew"),
-    "future timestamp": (lambda s: _signed(s, _fields(timestamp=str(int(time.time()) + 3600))), 401, "clock_skew"),
+    "skewed timestamp": (
+        lambda s: _signed(s, _fields(timestamp=str(int(time.time()) - 3600))),
+        401,
+        "clock_skew",
+    ),
+    "future timestamp": (
+        lambda s: _signed(s, _fields(timestamp=str(int(time.time()) + 3600))),
+        401,
+        "clock_skew",
+    ),
     "field changed after signing": (
-        lambda s: _signed(s, _fields(), sent={**_fields(), "visibility": "private"}), 401, "invalid_signature"),
+        lambda s: _signed(s, _fields(), sent={**_fields(), "visibility": "private"}),
+        401,
+        "invalid_signature",
+    ),
     "size mismatch": (lambda s: _signed(s, _fields(size=str(len(DATA) - 1))), 400, "size_mismatch"),
     "md5 mismatch": (lambda s: _signed(s, _fields(md5="0" * 32)), 400, "md5_mismatch"),
     "sha256 mismatch": (lambda s: _signed(s, _fields(sha256="0" * 64)), 400, "sha256_mismatch"),
-    "declared size over the maximum": (lambda s: _signed(s, _fields(size=str(2 * 1024 * 1024))), 413, "too_large"),
+    "declared size over the maximum": (
+        lambda s: _signed(s, _fields(size=str(2 * 1024 * 1024))),
+        413,
+        "too_large",
+    ),
     "filename with slash": (lambda s: _signed(s, _fields(filename="a/b.snap")), 400, "invalid_filename"),
     "filename with backslash": (lambda s: _signed(s, _fields(filename="a\\b.snap")), 400, "invalid_filename"),
     "filename dotdot": (lambda s: _signed(s, _fields(filename="..")), 400, "invalid_filename"),
-    "filename with control character": (lambda s: _signed(s, _fields(filename="a\x01b")), 400, "invalid_filename"),
+    "filename with control character": (
+        lambda s: _signed(s, _fields(filename="a\x01b")),
+        400,
+        "invalid_filename",
+    ),
     "bad package name": (lambda s: _signed(s, _fields(package="Bad Name")), 400, "invalid_package"),
     "reserved package name": (lambda s: _signed(s, _fields(package="v1")), 400, "invalid_package"),
     "bad visibility": (lambda s: _signed(s, _fields(visibility="secret")), 400, "invalid_visibility"),
-    "missing field": (lambda s: _signed(s, {k: v for k, v in _fields().items() if k != "md5"}), 400, "missing_field"),
+    "missing field": (
+        lambda s: _signed(s, {k: v for k, v in _fields().items() if k != "md5"}),
+        400,
+        "missing_field",
+    ),
     "unknown field": (lambda s: _signed(s, {**_fields(), "colour": "red"}), 400, "unknown_field"),
     "no file part": (lambda s: _signed(s, _fields(), data=None), 400, "missing_file"),
     "second file part": (
-        lambda s: _signed(s, _fields(), parts_after=[("file2", "b.bin", DATA)]), 400, "multiple_files"),
+        lambda s: _signed(s, _fields(), parts_after=[("file2", "b.bin", DATA)]),
+        400,
+        "multiple_files",
+    ),
     "field after the file": (
-        lambda s: _signed(s, _fields(), parts_after=[("late", None, b"x")]), 400, "field_after_file"),
+        lambda s: _signed(s, _fields(), parts_after=[("late", None, b"x")]),
+        400,
+        "field_after_file",
+    ),
 }
 
 
@@ -172,7 +206,10 @@ def test_body_over_the_maximum_is_refused_before_reading(server: ServerProcess) 
     """A Content-Length over the limit is answered 413 at once, without the server reading the body."""
     host, port = "127.0.0.1", server.port
     ctx = ssl.create_default_context(cafile=str(server.cert))
-    with socket.create_connection((host, port)) as raw, ctx.wrap_socket(raw, server_hostname="localhost") as sock:
+    with (
+        socket.create_connection((host, port)) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
         sock.sendall(
             b"POST /v1/files HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=b\r\n"
             b"Content-Length: 999999999999\r\n\r\n"
@@ -191,9 +228,10 @@ def test_truncated_body_leaves_nothing(server: ServerProcess) -> None:
     headers = signed_headers(KEY_ID, server.keys[KEY_ID], fields, ctype)
     objects, rows = server.objects(), db_file_count(server)
     ctx = ssl.create_default_context(cafile=str(server.cert))
-    with socket.create_connection(("127.0.0.1", server.port)) as raw, ctx.wrap_socket(
-        raw, server_hostname="localhost"
-    ) as sock:
+    with (
+        socket.create_connection(("127.0.0.1", server.port)) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         sock.sendall(
             f"POST /v1/files HTTP/1.1\r\nHost: localhost\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode()

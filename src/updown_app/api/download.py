@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import logging
 import mimetypes
+from collections.abc import AsyncGenerator
+from typing import cast
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -126,14 +128,17 @@ async def respond(context: AppContext, request: Request, file: File, private: bo
     headers["content-length"] = str(length)
     if request.method == "HEAD" or length == 0:
         return Response(status_code=status, headers=headers)
-    stream = context.storage.get(file.object_key, offset, length)
+    stream = cast(AsyncGenerator[bytes, None], context.storage.get(file.object_key, offset, length))
     try:
         # Fetch the first chunk before answering, so a missing object or an unreachable store is a clean error.
         first = await anext(stream)
     except StorageUnavailableError:
         await stream.aclose()
         return error_response(
-            503, "storage_unavailable", "the object store is unavailable; retry later", {"retry-after": RETRY_AFTER}
+            503,
+            "storage_unavailable",
+            "the object store is unavailable; retry later",
+            {"retry-after": RETRY_AFTER},
         )
     except (KeyError, StorageError, StopAsyncIteration):
         await stream.aclose()

@@ -83,7 +83,13 @@ class MultipartReader:
             raise _bad("invalid_multipart", "every part needs Content-Disposition: form-data with a name")
         filename = params.get(b"filename")
         self._events.append(
-            ("part", _Part(params[b"name"].decode("utf-8", "replace"), None if filename is None else filename.decode()))
+            (
+                "part",
+                _Part(
+                    params[b"name"].decode("utf-8", "replace"),
+                    None if filename is None else filename.decode(),
+                ),
+            )
         )
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
+from itertools import pairwise
 
 _RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
@@ -107,7 +108,7 @@ def parse_range(header: str, size: int) -> ByteRange | None:
     if len(ranges) == 1:
         return ranges[0]
     ordered = sorted(ranges, key=lambda r: r.start)
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in pairwise(ordered):
         if after.start <= before.end:
             raise RangeError("overlapping_ranges", "the requested byte ranges overlap")
     # Several disjoint ranges: RFC 9110 lets a server ignore Range; the whole file is sent.

@@ -175,8 +175,9 @@ async def _upload(context: AppContext, request: Request) -> Response:
     except StorageIntegrityError as exc:
         raise _bad("md5_mismatch", f"the object store refused the body: {exc}") from None
     except StorageUnavailableError:
-        raise ApiError(503, "storage_unavailable", "the object store is unavailable; retry later",
-                       {"retry-after": "30"}) from None
+        raise ApiError(
+            503, "storage_unavailable", "the object store is unavailable; retry later", {"retry-after": "30"}
+        ) from None
     record.created_by = key_id
     try:
         await context.repository.add(record, key_id)
@@ -190,6 +191,8 @@ async def _upload(context: AppContext, request: Request) -> Response:
             await context.storage.delete(key)
         raise
     metrics.UPLOADED_BYTES.inc(record.size)
-    log.info("uploaded", extra={"file_id": record.id, "package": record.package, "size": record.size,
-                                "key_id": key_id})
+    log.info(
+        "uploaded",
+        extra={"file_id": record.id, "package": record.package, "size": record.size, "key_id": key_id},
+    )
     return JSONResponse(file_json(record), status_code=201)

@@ -35,9 +35,7 @@ class DenyAll:
     """The default: no private download is possible until an authorizer is configured."""
 
     async def authenticate(self, request: Request) -> Principal:
-        raise ApiError(
-            401, "unauthorized", "private downloads need authentication", {"www-authenticate": "Bearer"}
-        )
+        raise ApiError(401, "unauthorized", "private downloads need authentication", {"www-authenticate": "Bearer"})
 
     async def authorize(self, principal: Principal, file: File) -> None:
         raise ApiError(403, "forbidden", "access denied")

@@ -42,9 +42,7 @@ class RequestVerifier:
             raise _unauthorized("unknown_key", "unknown signing key id")
         return creds
 
-    async def verify(
-        self, creds: signing.Credentials, method: str, path: str, fields: Mapping[str, str]
-    ) -> str:
+    async def verify(self, creds: signing.Credentials, method: str, path: str, fields: Mapping[str, str]) -> str:
         """Check signature, timestamp and nonce; returns the key id. Consumes the nonce."""
         if not signing.verify(self.keys[creds.key_id], method, path, fields, creds.signature):
             raise _unauthorized("invalid_signature", "the signature does not match the request")

@@ -127,6 +127,3 @@ class LocalStorage(Storage):
         except OSError as exc:
             raise StorageError(f"local storage at {self.root} is not writable: {exc.strerror}") from exc
 
-    def temporary_files(self) -> list[Path]:
-        """Leftover partial writes (should always be empty between requests)."""
-        return sorted(self.tmp.iterdir())
