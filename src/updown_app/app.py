@@ -15,9 +15,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from updown_app.api import download, files, health, upload
+from updown_app.api import download, files, health, links, upload
 from updown_app.auth.private import Authorizer, DenyAll
 from updown_app.auth.signed_requests import RequestVerifier
+from updown_app.auth.store_authorizer import build_authorizer
 from updown_app.context import AppContext
 from updown_app.errors import ApiError, api_error_handler, error_response
 from updown_app.https_only import HttpsOnlyMiddleware
@@ -45,7 +46,7 @@ async def build_context(settings: Settings, authorizer: Authorizer | None = None
         repository=repository,
         storage=create_storage(settings),
         verifier=RequestVerifier(keys, repository, settings.max_clock_skew),
-        authorizer=authorizer or DenyAll(),
+        authorizer=authorizer or build_authorizer(settings) or DenyAll(),
     )
 
 
@@ -92,6 +93,8 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         Route("/v1/files/{file_id}", files.info, methods=["GET"]),
         Route("/v1/files/{file_id}/publish", files.publish, methods=["POST"]),
         Route("/v1/files/{file_id}/unpublish", files.unpublish, methods=["POST"]),
+        Route("/v1/files/{file_id}/links", links.mint, methods=["POST"]),
+        Route("/-/link/{token}/{package}/{revision}/{filename}", links.download, methods=["GET", "HEAD"]),
         Route("/{package}/{revision}/{filename}", download.download, methods=["GET", "HEAD"]),
     ]
     middleware = []
