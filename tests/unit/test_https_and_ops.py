@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,8 +46,13 @@ def test_logs_are_json_and_hold_no_secrets(server: ServerProcess) -> None:
     with server.client() as c:
         with pytest.raises(UpdownError):
             c.info("0" * 32)
-    log = server.log()
-    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    deadline = time.monotonic() + 5
+    while True:  # the access log line is written just after the response went out
+        log = server.log()
+        lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        if any(entry.get("route") == "/v1/files/{file_id}" for entry in lines) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert any(entry.get("route") == "/v1/files/{file_id}" for entry in lines)
     for secret in server.keys.values():
         assert secret not in log
