@@ -36,7 +36,7 @@ async def build_context(settings: Settings, authorizer: Authorizer | None = None
     engine = create_engine(settings.resolved_database_url)
     if settings.auto_migrate:
         await migrate(engine)
-    repository = Repository(session_factory(engine))
+    repository = Repository(session_factory(engine), settings.lookup_cache_ttl)
     keys = settings.signing_keys()
     if not keys:
         log.warning("no HMAC keys configured: every signed request will be refused")

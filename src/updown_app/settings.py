@@ -28,9 +28,103 @@ class LocalStorageSettings(BaseModel):
     path: Path | None = Field(default=None, description="Directory for objects; default <data_dir>/objects.")
 
 
+class StorageTimeouts(BaseModel):
+    """Network timeouts (seconds) of an object-store backend."""
+
+    connect_timeout: float = Field(default=5.0, gt=0, description="Opening a connection to the store.")
+    first_byte_timeout: float = Field(
+        default=30.0, gt=0, description="From a request sent (body included) to the response headers."
+    )
+    idle_timeout: float = Field(
+        default=30.0, gt=0, description="Longest pause while a body is sent or received."
+    )
+    retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of idempotent calls (GET, HEAD, DELETE, listing)."
+    )
+    retry_backoff: float = Field(
+        default=0.25, ge=0, description="First retry delay; doubles each retry (capped at 5 s)."
+    )
+
+
+class SwiftStorageSettings(StorageTimeouts):
+    """OpenStack Swift through its native API, with Keystone v3 or tempauth (v1)."""
+
+    auth: Literal["keystone", "tempauth"] = "keystone"
+    auth_url: str = Field(
+        default="", description="Keystone v3 URL (…/v3), or the tempauth URL (…/auth/v1.0)."
+    )
+    username: str = Field(default="", description="Keystone user name, or tempauth 'account:user'.")
+    password: SecretStr = Field(default=SecretStr(""), description="Keystone password, or the tempauth key.")
+    user_domain_name: str = "Default"
+    project_name: str = ""
+    project_domain_name: str = "Default"
+    application_credential_id: str = Field(
+        default="", description="Keystone application credential (instead of username/password)."
+    )
+    application_credential_secret: SecretStr = SecretStr("")
+    region_name: str | None = Field(default=None, description="Catalog region of the object-store endpoint.")
+    interface: Literal["public", "internal", "admin"] = "public"
+    storage_url: str | None = Field(
+        default=None, description="Swift account URL; overrides the one from the catalog or tempauth."
+    )
+    container: str = "updown"
+    segment_container: str | None = Field(
+        default=None, description="Container of SLO segments; default '<container>_segments'."
+    )
+    create_container: bool = Field(default=True, description="Create the containers when missing.")
+    slo_threshold: int = Field(
+        default=1 * GiB, ge=1, description="Objects larger than this are uploaded as SLOs (always above 5 GiB)."
+    )
+    segment_size: int = Field(default=256 * MiB, ge=1, le=5 * GiB, description="SLO segment size.")
+    temp_url_key: SecretStr | None = Field(
+        default=None, description="TempURL key; set on the container at start-up when given."
+    )
+    temp_url_digest: Literal["sha256", "sha512"] = "sha256"
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> SwiftStorageSettings:
+        if self.auth == "tempauth" and not self.username:
+            raise ValueError("swift tempauth needs username ('account:user') and password (the key)")
+        if self.auth == "keystone" and not self.application_credential_id and not self.username:
+            raise ValueError("swift keystone auth needs username/password or an application credential")
+        return self
+
+
+class S3StorageSettings(StorageTimeouts):
+    """Amazon S3 or any S3 API. Credentials come from the standard AWS chain (environment, shared config and
+    credentials files with an optional profile, container or instance metadata): none are kept here."""
+
+    bucket: str = "updown"
+    region: str | None = Field(default=None, description="Region (SigV4 scope); default from the AWS config.")
+    endpoint_url: str | None = Field(default=None, description="Endpoint of an S3-compatible store.")
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    profile: str | None = Field(default=None, description="Profile of the shared AWS config files.")
+    create_bucket: bool = Field(default=False, description="Create the bucket when missing.")
+    multipart_threshold: int = Field(
+        default=16 * MiB, ge=1, le=5 * GiB, description="Objects larger than this use a multipart upload."
+    )
+    part_size: int = Field(
+        default=16 * MiB,
+        ge=5 * MiB,
+        le=5 * GiB,
+        description="Multipart part size; each part is held in memory to compute its Content-MD5.",
+    )
+    verify_tls: bool | str = Field(default=True, description="False, or a CA bundle path for the endpoint.")
+
+
 class StorageSettings(BaseModel):
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "swift", "s3"] = "local"
     local: LocalStorageSettings = LocalStorageSettings()
+    swift: SwiftStorageSettings | None = None
+    s3: S3StorageSettings | None = None
+
+    @model_validator(mode="after")
+    def _backend_configured(self) -> StorageSettings:
+        if self.backend == "swift" and self.swift is None:
+            raise ValueError("storage.backend = 'swift' needs a [storage.swift] section")
+        if self.backend == "s3" and self.s3 is None:
+            self.s3 = S3StorageSettings()
+        return self
 
 
 # Private downloads (docs/private-downloads.md) ---------------------------------------------------------------------
@@ -186,6 +280,12 @@ class Settings(BaseSettings):
 
     # Private downloads: SSO tokens, the store's access checks, download links.
     private: PrivateDownloadSettings = PrivateDownloadSettings()
+
+    lookup_cache_ttl: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds other processes may keep serving a file unpublished elsewhere; 0 disables the cache.",
+    )
 
     # Operations.
     log_level: str = "info"
