@@ -64,10 +64,12 @@ fi
 # ---------------------------------------------------------------------------------------------------- updown venv
 HAVE_UPDOWN=0
 if has "$SERVERS" updown; then
-  if [ ! -x "$VENV/bin/updown" ]; then
-    log "creating $VENV and installing the project (pip install -e .)"
+  # (re)install when the venv is missing or pyproject.toml changed since the last install by this script
+  stamp="$VENV/.bench-pyproject.sha256"; want=$(sha256sum < "$ROOT/pyproject.toml" | cut -d' ' -f1)
+  if [ ! -x "$VENV/bin/updown" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing the project into $VENV (python3 -m venv; pip install -e .)"
     { [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"; } && "$VENV/bin/pip" install -q -e "$ROOT" \
-      || log "WARNING: installing updown failed"
+      && echo "$want" > "$stamp" || log "WARNING: installing updown failed"
   fi
   if [ -x "$VENV/bin/updown" ] && "$VENV/bin/python" -c 'import updown_app.cli, updown_app.client' 2>/dev/null; then
     HAVE_UPDOWN=1
