@@ -74,7 +74,32 @@ def check(digests: Digests, declared: Declared) -> None:
         raise DigestMismatchError("sha256", "SHA-256 of the body does not match the declared sha256")
 
 
-async def verified_stream(
+class VerifiedBody:
+    """An upload body that raises before its last chunk unless size, MD5 and SHA-256 matched.
+
+    ``verifies_md5`` tells a store that computing the MD5 again would only repeat this check (object stores
+    verify it on receipt anyway; the local backend skips its own pass, the most expensive digest after SHA-512).
+    """
+
+    verifies_md5 = True
+
+    def __init__(self, source: AsyncIterator[bytes], declared: Declared, hasher: MultiHasher, chunk_size: int) -> None:
+        self._stream = _verified(source, declared, hasher, chunk_size)
+
+    def __aiter__(self) -> VerifiedBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await anext(self._stream)
+
+
+def verified_stream(
+    source: AsyncIterator[bytes], declared: Declared, hasher: MultiHasher, chunk_size: int
+) -> VerifiedBody:
+    return VerifiedBody(source, declared, hasher, chunk_size)
+
+
+async def _verified(
     source: AsyncIterator[bytes], declared: Declared, hasher: MultiHasher, chunk_size: int
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
