@@ -199,8 +199,8 @@ class JwksCache:
             )
             if not recently:
                 await self._fetch()
-            elif self.last_failed and kid not in self.keys:
-                raise SsoUnavailable("the JWKS could not be fetched recently")
+            if self.last_failed and kid not in self.keys:
+                raise SsoUnavailable("the JWKS could not be fetched")
         return self.keys.get(kid)
 
     def _fresh(self) -> bool:
