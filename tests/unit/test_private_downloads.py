@@ -626,6 +626,24 @@ def test_link_signer_unit() -> None:
     assert redacted_path(link_path(token, "p", "1", "f.bin")) == "/-/link/<redacted>/p/1/f.bin"
 
 
+def test_documented_worked_examples() -> None:
+    """docs/private-downloads.md shows these exact values to the store team."""
+    fields = {"user": "alice", "package": "paid-app", "timestamp": "1700000000", "nonce": "0123456789abcdefABCDEF"}
+    header = signing.authorization_header(
+        "updown-1", b"example-secret-do-not-use", "POST", "/api/v1/access-check", fields
+    )
+    assert header.endswith("KeyId=updown-1, Signature=a682fd231f6fb3233543768f6b2ec4259efc48ef5f9d63acd91f98f2774f0c47")
+    token = LinkSigner({"l1": b"example-link-key-do-not-use"}).mint(
+        "3f2a9c1e5b7d4a60b8e1c2d3f4a5b6c7", "alice", 1700003600
+    )
+    assert token == (
+        "l1.eyJmIjoiM2YyYTljMWU1YjdkNGE2MGI4ZTFjMmQzZjRhNWI2YzciLCJ1IjoiYWxpY2UiLCJlIjoxNzAwMDAzNjAwfQ"
+        ".K1Quvp1QqfVH_X7mXAOKXt4M0a4irlcxaMWKXv2WMxo"
+    )
+    docs = (Path(__file__).parents[2] / "docs" / "private-downloads.md").read_text()
+    assert token in docs and "a682fd231f6fb3233543768f6b2ec4259efc48ef5f9d63acd91f98f2774f0c47" in docs
+
+
 def test_ttl_cache_unit() -> None:
     cache: TtlCache[str, int] = TtlCache(2)
     cache.set("a", 1, expires_at=10, now=0)
