@@ -6,6 +6,7 @@ from updown_app.settings import Settings
 from updown_app.storage.base import (
     ObjectInfo,
     Storage,
+    StorageAuthError,
     StorageError,
     StorageIntegrityError,
     StorageUnavailableError,
@@ -18,12 +19,21 @@ def create_storage(settings: Settings) -> Storage:
         from updown_app.storage.local import LocalStorage
 
         return LocalStorage(settings.objects_path, chunk_size=settings.chunk_size)
+    if settings.storage.backend == "swift" and settings.storage.swift is not None:
+        from updown_app.storage.swift import SwiftStorage
+
+        return SwiftStorage(settings.storage.swift, chunk_size=settings.chunk_size)
+    if settings.storage.backend == "s3" and settings.storage.s3 is not None:
+        from updown_app.storage.s3 import S3Storage
+
+        return S3Storage(settings.storage.s3, chunk_size=settings.chunk_size)
     raise ValueError(f"unknown storage backend {settings.storage.backend!r}")
 
 
 __all__ = [
     "ObjectInfo",
     "Storage",
+    "StorageAuthError",
     "StorageError",
     "StorageIntegrityError",
     "StorageUnavailableError",

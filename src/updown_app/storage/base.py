@@ -25,6 +25,10 @@ class StorageUnavailableError(StorageError):
     """The store cannot be reached or answers with a server error; the operation may be retried later."""
 
 
+class StorageAuthError(StorageUnavailableError):
+    """The store refused our credentials (wrong, expired, or not allowed): an operator must act."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -60,6 +64,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def check(self) -> None:
         """Raise ``StorageError`` unless the store is reachable and usable (readiness)."""
+
+    async def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:
+        """A URL that fetches ``key`` (GET/HEAD, Range allowed) without credentials until it expires: a Swift
+        TempURL or an S3 presigned GET. None where the backend has no such thing (local)."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

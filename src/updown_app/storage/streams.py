@@ -1,0 +1,65 @@
+"""Helpers shared by the object-store backends for upload bodies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from updown_app.storage.base import StorageIntegrityError
+
+INLINE_HASH_MAX = 64 * 1024
+
+
+class ExactBody:
+    """An upload body cut into parts of exact sizes; it knows whether any of it was consumed (a PUT whose body
+    was consumed can't be retried) and raises StorageIntegrityError when the body is shorter or longer than
+    declared, so a store never receives a short part under a declared Content-Length."""
+
+    def __init__(self, source: AsyncIterator[bytes]) -> None:
+        self.source = source
+        # hashing.VerifiedBody raises before its last chunk unless the whole body's MD5 matched.
+        self.verifies_md5 = bool(getattr(source, "verifies_md5", False))
+        self.started = False
+        self._pending = b""
+
+    async def take(self, n: int) -> AsyncIterator[bytes]:
+        """The next ``n`` bytes, piece by piece as they arrive."""
+        remaining = n
+        while remaining > 0:
+            if self._pending:
+                piece, self._pending = self._pending, b""
+            else:
+                self.started = True
+                try:
+                    piece = await anext(self.source)
+                except StopAsyncIteration:
+                    raise StorageIntegrityError("the body is shorter than the declared size") from None
+            if len(piece) > remaining:
+                piece, self._pending = piece[:remaining], piece[remaining:]
+            remaining -= len(piece)
+            if piece:
+                yield piece
+
+    async def read(self, n: int) -> bytes:
+        """The next ``n`` bytes in one buffer (S3 parts need their MD5 before they are sent)."""
+        buf = bytearray()
+        async for piece in self.take(n):
+            buf += piece
+        return bytes(buf)
+
+    async def expect_end(self) -> None:
+        """Consume the rest, which must be empty."""
+        if self._pending:
+            raise StorageIntegrityError("the body is longer than the declared size")
+        async for piece in self.source:
+            if piece:
+                raise StorageIntegrityError("the body is longer than the declared size")
+
+
+async def md5_update(digest: Any, data: bytes) -> None:
+    """Feed a hash, off the event loop for large buffers (hashlib releases the GIL)."""
+    if len(data) > INLINE_HASH_MAX:
+        await asyncio.get_running_loop().run_in_executor(None, digest.update, data)
+    else:
+        digest.update(data)
