@@ -147,7 +147,7 @@ class JwtSettings(BaseModel):
 
     jwks_url: str
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
-    leeway: float = Field(default=30.0, ge=0, le=300, description="Seconds of clock skew for exp/nbf/iat.")
+    leeway: float = Field(default=30.0, ge=0, le=300, description="Seconds of clock skew for nbf/iat (exp is strict).")
     jwks_max_age: float = Field(default=3600.0, gt=0, description="Seconds before the JWKS is fetched again.")
     jwks_min_refetch_interval: float = Field(
         default=30.0, ge=0, description="At most one JWKS fetch per this many seconds on an unknown kid."

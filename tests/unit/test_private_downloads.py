@@ -14,6 +14,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +451,26 @@ def test_access_decision_cached_no_longer_than_the_token_lives(
     time.sleep(2.1)
     assert get(jwt_srv, "/paid/1/app.bin", token_for(sso, "tina")).status_code == 200
     assert store.count_for("tina", "paid") == 2  # ... but the answer went with the token that earned it
+
+
+def test_concurrent_requests_share_one_sso_and_store_call(
+    intro_srv: ServerProcess, sso: FakeSso, store: FakeStore
+) -> None:
+    store.grants.add(("paula", "paid"))
+    token = sso.issue(secrets.token_urlsafe(32), "paula")
+    before = sso.count(FakeSso.INTROSPECT)
+    sso.delay = store.delay = 0.4  # slow, but within the 1 s timeouts
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(
+                pool.map(lambda i: get(intro_srv, "/paid/1/app.bin", token, range=f"bytes={i}-{i}"), range(8))
+            )
+    finally:
+        sso.delay = store.delay = 0.0
+    assert [r.status_code for r in results] == [206] * 8
+    assert [r.content for r in results] == [DATA[i : i + 1] for i in range(8)]
+    assert sso.count(FakeSso.INTROSPECT) == before + 1
+    assert store.count_for("paula", "paid") == 1
 
 
 @pytest.mark.parametrize(

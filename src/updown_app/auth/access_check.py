@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from updown_app import signing
-from updown_app.auth.cache import TtlCache
+from updown_app.auth.cache import SingleFlight, TtlCache
 from updown_app.errors import ApiError
 from updown_app.settings import AccessCheckSettings
 
@@ -62,6 +62,7 @@ class AccessChecker:
         self.retry_after = retry_after
         self.clock = clock
         self.cache: TtlCache[tuple[str, str], bool] = TtlCache(settings.cache_size)
+        self._flights: SingleFlight[tuple[str, str], tuple[bool, float | None]] = SingleFlight()
 
     async def allowed(self, user: str, package: str, not_after: float | None = None) -> bool:
         """The store's answer for (user, package); ApiError 503 when it cannot be had.
@@ -69,12 +70,23 @@ class AccessChecker:
         ``not_after`` (the token's expiry) bounds how long an "allowed" answer is cached.
         """
         key = (user, package)
-        now = self.clock()
-        cached = self.cache.get(key, now)
+        cached = self.cache.get(key, self.clock())
         if cached is not None:
             return cached
+        allowed, max_age = await self._flights.run(key, lambda: self._ask_or_fail(user, package))
+        now = self.clock()
+        ttl = self.settings.allowed_ttl if allowed else self.settings.denied_ttl
+        if max_age is not None:
+            ttl = min(ttl, max_age)
+        expires_at = now + ttl
+        if allowed and not_after is not None:
+            expires_at = min(expires_at, not_after)
+        self.cache.set(key, allowed, expires_at, now)
+        return allowed
+
+    async def _ask_or_fail(self, user: str, package: str) -> tuple[bool, float | None]:
         try:
-            allowed, max_age = await self._ask(user, package)
+            return await self._ask(user, package)
         except StoreUnavailable as exc:
             log.error(
                 "store access check unavailable: failing closed",
@@ -86,14 +98,6 @@ class AccessChecker:
                 "the store's access check cannot be reached; retry later",
                 {"retry-after": str(self.retry_after)},
             ) from None
-        ttl = self.settings.allowed_ttl if allowed else self.settings.denied_ttl
-        if max_age is not None:
-            ttl = min(ttl, max_age)
-        expires_at = now + ttl
-        if allowed and not_after is not None:
-            expires_at = min(expires_at, not_after)
-        self.cache.set(key, allowed, expires_at, now)
-        return allowed
 
     def request(self, user: str, package: str) -> tuple[bytes, dict[str, str]]:
         """The signed request body and headers (also what the store's side verifies against)."""

@@ -1,8 +1,11 @@
-"""A small bounded cache whose entries each carry their own expiry (token and access-check decisions)."""
+"""A small bounded cache whose entries each carry their own expiry, and single-flight calls (token and
+access-check decisions)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -47,3 +50,31 @@ class TtlCache(Generic[K, V]):
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+class SingleFlight(Generic[K, V]):
+    """Concurrent callers with the same key share one call (one SSO or store request, not one per download).
+
+    The call runs as its own task, so a caller that goes away (client disconnect) does not cancel it for the
+    others.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[K, asyncio.Task[V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    async def run(self, key: K, call: Callable[[], Awaitable[V]]) -> V:
+        task = self._calls.get(key)
+        if task is None:
+            task = asyncio.ensure_future(call())
+            self._calls[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(task)
+
+    def _finished(self, key: K, task: asyncio.Task[V]) -> None:
+        if self._calls.get(key) is task:
+            del self._calls[key]
+        if not task.cancelled():
+            task.exception()  # retrieved, even when every caller went away

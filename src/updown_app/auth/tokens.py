@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import httpx
 import jwt
 
-from updown_app.auth.cache import TtlCache
+from updown_app.auth.cache import SingleFlight, TtlCache
 from updown_app.auth.private import Principal
 from updown_app.errors import ApiError
 from updown_app.settings import IntrospectionSettings, JwtSettings, SsoSettings
@@ -328,32 +328,37 @@ class CachedTokenValidator:
         self.retry_after = retry_after
         self.clock = clock
         self.cache: TtlCache[bytes, Principal | str] = TtlCache(sso.cache_size)
+        self._flights: SingleFlight[bytes, Principal | str] = SingleFlight()
 
     async def authenticate(self, token: str) -> Principal:
         """The token's principal, or ApiError 401 (invalid) / 503 (SSO unavailable)."""
         key = hashlib.sha256(token.encode()).digest()
-        now = self.clock()
-        cached = self.cache.get(key, now)
+        cached = self.cache.get(key, self.clock())
         if cached is None:
-            try:
-                cached = await self.inner.validate(token)
-            except InvalidToken as exc:
-                cached = exc.reason
-                self.cache.set(key, cached, now + self.sso.negative_cache_ttl, now)
-                log.info("bearer token refused", extra={"reason": exc.reason})
-            except SsoUnavailable as exc:
-                log.error("SSO unavailable: failing closed", extra={"reason": exc.reason})
-                raise unavailable(self.retry_after) from None
-            else:
-                expires_at = now + self.sso.cache_ttl
-                if cached.expires_at is not None:
-                    expires_at = min(expires_at, cached.expires_at)
-                self.cache.set(key, cached, expires_at, now)
+            cached = await self._flights.run(key, lambda: self._validate(token, key))
         if isinstance(cached, str):
             raise unauthorized("invalid_token", cached, "invalid_token")
-        if cached.expires_at is not None and cached.expires_at <= now:
+        if cached.expires_at is not None and cached.expires_at <= self.clock():
             raise unauthorized("invalid_token", "the token has expired", "invalid_token")
         return cached
+
+    async def _validate(self, token: str, key: bytes) -> Principal | str:
+        try:
+            principal = await self.inner.validate(token)
+        except InvalidToken as exc:
+            now = self.clock()
+            self.cache.set(key, exc.reason, now + self.sso.negative_cache_ttl, now)
+            log.info("bearer token refused", extra={"reason": exc.reason})
+            return exc.reason
+        except SsoUnavailable as exc:
+            log.error("SSO unavailable: failing closed", extra={"reason": exc.reason})
+            raise unavailable(self.retry_after) from None
+        now = self.clock()
+        expires_at = now + self.sso.cache_ttl
+        if principal.expires_at is not None:
+            expires_at = min(expires_at, principal.expires_at)
+        self.cache.set(key, principal, expires_at, now)
+        return principal
 
 
 def create_token_validator(sso: SsoSettings, http: httpx.AsyncClient, retry_after: int) -> CachedTokenValidator | None:
