@@ -27,6 +27,7 @@ from tests.support.server import KEY_ID, ServerProcess, make_server
 from updown_app import signing
 from updown_app.auth.cache import TtlCache
 from updown_app.auth.links import LinkError, LinkSigner, link_path, redacted_path
+from updown_app.auth.store_authorizer import build_authorizer
 from updown_app.settings import Settings
 
 PRIVATE = "private.localhost"
@@ -692,6 +693,35 @@ def test_settings_refuse_incomplete_or_unsafe_config(monkeypatch: pytest.MonkeyP
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_documented_toml_example_loads(tmp_path: Path) -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "private-downloads.md").read_text()
+    example = docs.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "updown.toml"
+    config.write_text('hmac_keys = { updown-1 = "s" }\n' + example)
+    settings = Settings.load(config)
+    assert settings.private.enabled and settings.private.sso.mode == "jwt"
+    authorizer = build_authorizer(settings)
+    assert authorizer is not None and authorizer.access.key_id == "updown-1"
+
+
+def test_build_authorizer_needs_a_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build_authorizer(Settings()) is None  # not configured: the app keeps DenyAll
+    monkeypatch.setenv("UPDOWN_PRIVATE__SSO__MODE", "introspection")
+    monkeypatch.setenv("UPDOWN_PRIVATE__SSO__INTROSPECTION__URL", "http://127.0.0.1:1/i")
+    monkeypatch.setenv("UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_ID", "updown")
+    monkeypatch.setenv("UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_SECRET", "x")
+    monkeypatch.setenv("UPDOWN_PRIVATE__ACCESS_CHECK__URL", "http://127.0.0.1:1/x")
+    monkeypatch.setenv("UPDOWN_HMAC_KEYS", '{"a": "1", "b": "2"}')
+    with pytest.raises(ValueError, match="key_id"):
+        build_authorizer(Settings())  # which of two keys?
+    monkeypatch.setenv("UPDOWN_PRIVATE__ACCESS_CHECK__KEY_ID", "c")
+    with pytest.raises(ValueError, match="no configured HMAC key"):
+        build_authorizer(Settings())
+    monkeypatch.setenv("UPDOWN_PRIVATE__ACCESS_CHECK__KEY_ID", "b")
+    authorizer = build_authorizer(Settings())
+    assert authorizer is not None and authorizer.access.key_id == "b"
 
 
 def test_secret_settings_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
