@@ -48,6 +48,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$RESULTS/raw" "$BENCH_DIR"/{data,conf,run,logs}
+# nginx workers run as an unprivileged user: they must be able to reach the data (mktemp -d makes mode 700)
+chmod 755 "$BENCH_DIR" "$BENCH_DIR/data"
 log "work dir $BENCH_DIR, results $RESULTS"
 
 # ---------------------------------------------------------------------------------------------------- tools
@@ -87,7 +89,7 @@ cd "$BENCH_DIR/data"
 mk() { # name bytes
   [ "$(stat -c %s "$1" 2>/dev/null)" = "$2" ] && return 0
   log "creating $1 ($2 random bytes)"
-  head -c "$2" /dev/urandom > "$1.tmp" && mv "$1.tmp" "$1"
+  head -c "$2" /dev/urandom > "$1.tmp" && chmod 644 "$1.tmp" && mv "$1.tmp" "$1"
 }
 mk f4k.bin 4096; mk f1m.bin 1048576; mk f100m.bin 104857600
 has "$PHASES" upload && case ",$UPLOAD_SIZES," in *,f1g.bin,*) mk f1g.bin 1073741824;; esac
@@ -118,7 +120,9 @@ cd "$ROOT"
 if has "$PHASES" download; then
   if has "$SERVERS" nginx; then
     start_nginx || die "nginx did not start"
-    for f in f4k.bin f1m.bin f100m.bin; do verify "$NGINX_URL/$f" "$f" || die "nginx verify"; done
+    for f in f4k.bin f1m.bin f100m.bin; do
+      verify "$NGINX_URL/$f" "$f" || die "nginx verify (403: can nginx's worker user read $BENCH_DIR/data?)"
+    done
     WRK_HDR="" run_matrix nginx "$NGINX_URL/{file}" "$NGINX_PID"
     untrack_stop "$NGINX_PID"
   fi
