@@ -61,6 +61,7 @@ list_hwm() { local p; for p in $(tree_pids "$@"); do echo -n "$p:$(cat /proc/"$p
 cpu_ticks() { local p t=0 v; for p in $(tree_pids "$@"); do v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null); t=$((t+${v:-0})); done; echo "$t"; }
 ticks_to_s() { awk -v a="$1" -v b="$2" -v h="$CLK_TCK" 'BEGIN{printf "%.3f", (b-a)/h}'; }
 steal_ticks() { awk '/^cpu /{print $9}' /proc/stat; }
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }   # user nice system irq softirq, all CPUs
 now() { date +%s.%N; }
 dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.4f", b-a}'; }
 
@@ -90,17 +91,23 @@ wrk_one() { # server file conc rep url pids...   (WRK_HDR: optional extra header
   local out="$RESULTS/raw/${name}__${file%.bin}__c${c}__r${r}.txt"
   local hdr=(); [ -n "${WRK_HDR:-}" ] && hdr=(-H "$WRK_HDR")
   reset_hwm "$@"
-  local t0 s0 t1 s1 w0 w1 j hwm hl
-  t0=$(cpu_ticks "$@"); s0=$(steal_ticks); w0=$(now)
-  taskset -c "$CLI_CPU" wrk -t1 -c"$c" -d"$DUR" --timeout 60s --latency "${hdr[@]}" -s "$HERE/report.lua" "$url" > "$out" 2>&1 || true
-  t1=$(cpu_ticks "$@"); s1=$(steal_ticks); w1=$(now)
+  local t0 s0 b0 t1 s1 b1 w0 w1 j hwm hl la ct srv busy
+  la=$(cut -d' ' -f1 /proc/loadavg)
+  t0=$(cpu_ticks "$@"); s0=$(steal_ticks); b0=$(busy_ticks); w0=$(now)
+  local TIMEFORMAT='CLIENT_TIME %R %U %S'
+  { time taskset -c "$CLI_CPU" wrk -t1 -c"$c" -d"$DUR" --timeout 60s --latency "${hdr[@]}" -s "$HERE/report.lua" "$url" \
+      > "$out" 2>&1; } 2>> "$out" || true
+  t1=$(cpu_ticks "$@"); s1=$(steal_ticks); b1=$(busy_ticks); w1=$(now)
   hwm=$(sum_hwm "$@"); hl=$(list_hwm "$@")
   echo "SERVER_HWM_KB $hwm $hl" >> "$out"
   j=$(sed -n 's/^JSON //p' "$out")
   [ -n "$j" ] || { log "wrk produced no result, see $out"; j=null; }
-  printf '{"server":"%s","file":"%s","conc":%d,"rep":%d,"rss_peak_kb":%d,"rss_by_proc":"%s","server_cpu_s":%s,"wall_s":%s,"steal_s":%s,"wrk":%s}\n' \
-    "$name" "$file" "$c" "$r" "$hwm" "${hl% }" "$(ticks_to_s "$t0" "$t1")" "$(dt "$w0" "$w1")" "$(ticks_to_s "$s0" "$s1")" "$j" \
-    >> "$RESULTS/downloads.jsonl"
+  ct=$(awk '/^CLIENT_TIME/{printf "%.3f", $3+$4}' "$out"); ct=${ct:-0}
+  srv=$(ticks_to_s "$t0" "$t1"); busy=$(ticks_to_s "$b0" "$b1")
+  # other_cpu_s: CPU time used on the box by anything but the server and wrk (a noise indicator)
+  printf '{"server":"%s","file":"%s","conc":%d,"rep":%d,"rss_peak_kb":%d,"rss_by_proc":"%s","server_cpu_s":%s,"wrk_cpu_s":%s,"other_cpu_s":%s,"wall_s":%s,"steal_s":%s,"loadavg1":%s,"wrk":%s}\n' \
+    "$name" "$file" "$c" "$r" "$hwm" "${hl% }" "$srv" "$ct" "$(awk -v b="$busy" -v s="$srv" -v c="$ct" 'BEGIN{x=b-s-c; printf "%.2f", x<0?0:x}')" \
+    "$(dt "$w0" "$w1")" "$(ticks_to_s "$s0" "$s1")" "$la" "$j" >> "$RESULTS/downloads.jsonl"
 }
 
 # warm-up + REPS measured runs for each (file, connections) of the download matrix

@@ -85,6 +85,9 @@ def summarize_downloads(rows: list[dict]) -> dict:
                 "rss": d["rss_peak_kb"],
                 "cpu": d["server_cpu_s"] / dur * 100,
                 "errs": w["err_connect"] + w["err_read"] + w["err_write"] + w["err_status"] + w["err_timeout"],
+                "wrk_cpu": d.get("wrk_cpu_s", 0) / dur * 100,
+                "other": d.get("other_cpu_s", 0) / dur * 100,
+                "steal": d.get("steal_s", 0),
             }
         )
     out = {}
@@ -100,6 +103,9 @@ def summarize_downloads(rows: list[dict]) -> dict:
             "rss_peak_kb": max(r["rss"] for r in rs),
             "srv_cpu_pct": med([r["cpu"] for r in rs]),
             "errors": sum(r["errs"] for r in rs),
+            "wrk_cpu_pct": med([r["wrk_cpu"] for r in rs]),
+            "other_cpu_pct_max": max(r["other"] for r in rs),
+            "steal_s_max": max(r["steal"] for r in rs),
         }
     return out
 
@@ -237,6 +243,16 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
         "and MB/s for 1 MiB and 100 MiB. Upload MB/s = file bytes / median upload time (p50 column).",
         "n: runs (downloads), ok reps (uploads), connections still open at the end (slow downloads).",
     ]
+    if dl:
+        worst = max(dl.items(), key=lambda kv: kv[1]["other_cpu_pct_max"])
+        notes.append(
+            "Noise: server CPU% / wrk CPU% (medians) per row are in summary.json; the busiest run had "
+            f"{worst[1]['other_cpu_pct_max']:.0f}% of a core used by other processes ({worst[0][0]} "
+            f"{SIZE_LABEL[worst[0][1]]}), max steal {max(v['steal_s_max'] for v in dl.values()):.2f} s."
+        )
+        if worst[1]["other_cpu_pct_max"] > 20:
+            notes.append("**WARNING: other processes were busy during some runs; those numbers are disturbed "
+                         "(other_cpu_s per run in downloads.jsonl).**")
     head = []
     if command:
         head.append(f"Command: `{command.strip()}`")
