@@ -14,6 +14,9 @@ trap cleanup EXIT
 
 UPDOWN_TEST_POSTGRES_URL=$(scripts/services/postgres.sh start | tail -1); started+=(postgres)
 export UPDOWN_TEST_POSTGRES_URL UPDOWN_REQUIRE_SERVICES=1
+# Swift (tempauth + s3api + tempurl): UPDOWN_TEST_SWIFT_URL/_USER/_KEY/_SCRIPT for tests/stack/test_storage_*.
+scripts/services/swift.sh start >/dev/null; started+=(swift)
+set -a; eval "$(scripts/services/swift.sh env)"; set +a
 
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests

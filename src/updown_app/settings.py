@@ -77,7 +77,12 @@ class SwiftStorageSettings(StorageTimeouts):
     )
     segment_size: int = Field(default=256 * MiB, ge=1, le=5 * GiB, description="SLO segment size.")
     temp_url_key: SecretStr | None = Field(
-        default=None, description="TempURL key; set on the container at start-up when given."
+        default=None, description="TempURL key; set on the account (or container) at start-up when given."
+    )
+    temp_url_key_scope: Literal["account", "container"] = Field(
+        default="account",
+        description="Where the TempURL key is set. A container key can't reach segments in another container, "
+        "so with 'container' the SLO segments are kept in the object container under '.segments/'.",
     )
     temp_url_digest: Literal["sha256", "sha512"] = "sha256"
 
