@@ -61,7 +61,7 @@ list_hwm() { local p; for p in $(tree_pids "$@"); do echo -n "$p:$(cat /proc/"$p
 cpu_ticks() { local p t=0 v; for p in $(tree_pids "$@"); do v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null); t=$((t+${v:-0})); done; echo "$t"; }
 ticks_to_s() { awk -v a="$1" -v b="$2" -v h="$CLK_TCK" 'BEGIN{printf "%.3f", (b-a)/h}'; }
 steal_ticks() { awk '/^cpu /{print $9}' /proc/stat; }
-busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }   # user nice system irq softirq, all CPUs
+busy_ticks() { awk '/^cpu /{print $2+$3+$4}' /proc/stat; }   # user nice system, all CPUs (irq/softirq time is not attributable: loopback receive work lands there)
 now() { date +%s.%N; }
 dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.4f", b-a}'; }
 
