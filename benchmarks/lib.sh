@@ -61,6 +61,14 @@ list_hwm() { local p; for p in $(tree_pids "$@"); do echo -n "$p:$(cat /proc/"$p
 cpu_ticks() { local p t=0 v; for p in $(tree_pids "$@"); do v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null); t=$((t+${v:-0})); done; echo "$t"; }
 ticks_to_s() { awk -v a="$1" -v b="$2" -v h="$CLK_TCK" 'BEGIN{printf "%.3f", (b-a)/h}'; }
 steal_ticks() { awk '/^cpu /{print $9}' /proc/stat; }
+# "pid comm ticks" of every process (for naming the other CPU users during a run)
+proc_ticks() { awk '{c=$2; for(i=3;i<=NF && c !~ /\)$/;i++) c=c"_"$i; sub(/^\(/,"",c); sub(/\)$/,"",c); print $1, c, $(i+11)+$(i+12)}' /proc/[0-9]*/stat 2>/dev/null; }
+# top CPU users between two proc_ticks snapshots, excluding the given pids: "comm:seconds,..." (>= 0.2 s)
+top_others() { # before after pids...
+  local a=$1 b=$2; shift 2
+  awk -v ex=" $* " -v h="$CLK_TCK" 'NR==FNR{t[$1]=$3; next} index(ex, " "$1" ")==0 && ($1 in t){d=$3-t[$1]; if (d>0) s[$2]+=d}
+       END{for (k in s) if (s[k]/h >= 0.2) printf "%s:%.1f\n", k, s[k]/h}' "$a" "$b" | sort -t: -k2 -rn | head -5 | paste -sd, -
+}
 busy_ticks() { awk '/^cpu /{print $2+$3+$4}' /proc/stat; }   # user nice system, all CPUs (irq/softirq time is not attributable: loopback receive work lands there)
 now() { date +%s.%N; }
 dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.4f", b-a}'; }
@@ -93,11 +101,14 @@ wrk_one() { # server file conc rep url pids...   (WRK_HDR: optional extra header
   reset_hwm "$@"
   local t0 s0 b0 t1 s1 b1 w0 w1 j hwm hl la ct srv busy
   la=$(cut -d' ' -f1 /proc/loadavg)
+  proc_ticks > "$BENCH_DIR/run/procs0"
   t0=$(cpu_ticks "$@"); s0=$(steal_ticks); b0=$(busy_ticks); w0=$(now)
   local TIMEFORMAT='CLIENT_TIME %R %U %S'
   { time taskset -c "$CLI_CPU" wrk -t1 -c"$c" -d"$DUR" --timeout 60s --latency "${hdr[@]}" -s "$HERE/report.lua" "$url" \
       > "$out" 2>&1; } 2>> "$out" || true
   t1=$(cpu_ticks "$@"); s1=$(steal_ticks); b1=$(busy_ticks); w1=$(now)
+  proc_ticks > "$BENCH_DIR/run/procs1"
+  local others; others=$(top_others "$BENCH_DIR/run/procs0" "$BENCH_DIR/run/procs1" $(tree_pids "$@"))
   hwm=$(sum_hwm "$@"); hl=$(list_hwm "$@")
   echo "SERVER_HWM_KB $hwm $hl" >> "$out"
   j=$(sed -n 's/^JSON //p' "$out")
@@ -105,9 +116,9 @@ wrk_one() { # server file conc rep url pids...   (WRK_HDR: optional extra header
   ct=$(awk '/^CLIENT_TIME/{printf "%.3f", $3+$4}' "$out"); ct=${ct:-0}
   srv=$(ticks_to_s "$t0" "$t1"); busy=$(ticks_to_s "$b0" "$b1")
   # other_cpu_s: CPU time used on the box by anything but the server and wrk (a noise indicator)
-  printf '{"server":"%s","file":"%s","conc":%d,"rep":%d,"rss_peak_kb":%d,"rss_by_proc":"%s","server_cpu_s":%s,"wrk_cpu_s":%s,"other_cpu_s":%s,"wall_s":%s,"steal_s":%s,"loadavg1":%s,"wrk":%s}\n' \
+  printf '{"server":"%s","file":"%s","conc":%d,"rep":%d,"rss_peak_kb":%d,"rss_by_proc":"%s","server_cpu_s":%s,"wrk_cpu_s":%s,"other_cpu_s":%s,"other_procs":"%s","wall_s":%s,"steal_s":%s,"loadavg1":%s,"wrk":%s}\n' \
     "$name" "$file" "$c" "$r" "$hwm" "${hl% }" "$srv" "$ct" "$(awk -v b="$busy" -v s="$srv" -v c="$ct" 'BEGIN{x=b-s-c; printf "%.2f", x<0?0:x}')" \
-    "$(dt "$w0" "$w1")" "$(ticks_to_s "$s0" "$s1")" "$la" "$j" >> "$RESULTS/downloads.jsonl"
+    "$others" "$(dt "$w0" "$w1")" "$(ticks_to_s "$s0" "$s1")" "$la" "$j" >> "$RESULTS/downloads.jsonl"
 }
 
 # warm-up + REPS measured runs for each (file, connections) of the download matrix

@@ -88,6 +88,7 @@ def summarize_downloads(rows: list[dict]) -> dict:
                 "wrk_cpu": d.get("wrk_cpu_s", 0) / dur * 100,
                 "other": d.get("other_cpu_s", 0) / dur * 100,
                 "steal": d.get("steal_s", 0),
+                "other_procs": d.get("other_procs", ""),
             }
         )
     out = {}
@@ -106,6 +107,7 @@ def summarize_downloads(rows: list[dict]) -> dict:
             "wrk_cpu_pct": med([r["wrk_cpu"] for r in rs]),
             "other_cpu_pct_max": max(r["other"] for r in rs),
             "steal_s_max": max(r["steal"] for r in rs),
+            "other_procs_worst": max(rs, key=lambda r: r["other"])["other_procs"],
         }
     return out
 
@@ -248,7 +250,7 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
         notes.append(
             "Noise: server CPU% / wrk CPU% (medians) per row are in summary.json; the busiest run had "
             f"{worst[1]['other_cpu_pct_max']:.0f}% of a core used by other processes ({worst[0][0]} "
-            f"{SIZE_LABEL[worst[0][1]]}), max steal {max(v['steal_s_max'] for v in dl.values()):.2f} s."
+            f"{SIZE_LABEL[worst[0][1]]}; top: {worst[1]['other_procs_worst'] or 'kernel/short-lived'}), max steal {max(v['steal_s_max'] for v in dl.values()):.2f} s."
         )
         if worst[1]["other_cpu_pct_max"] > 20:
             notes.append("**WARNING: other processes were busy during some runs; those numbers are disturbed "
