@@ -17,6 +17,9 @@ export UPDOWN_TEST_POSTGRES_URL UPDOWN_REQUIRE_SERVICES=1
 # Swift (tempauth + s3api + tempurl): UPDOWN_TEST_SWIFT_URL/_USER/_KEY/_SCRIPT for tests/stack/test_storage_*.
 scripts/services/swift.sh start >/dev/null; started+=(swift)
 set -a; eval "$(scripts/services/swift.sh env)"; set +a
+# Keystone v3 and a Keystone-auth Swift proxy (~25 s the first time): UPDOWN_TEST_KEYSTONE_*.
+scripts/services/keystone.sh start >/dev/null; started+=(keystone)
+set -a; eval "$(scripts/services/keystone.sh env)"; set +a
 
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests

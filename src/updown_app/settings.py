@@ -35,9 +35,7 @@ class StorageTimeouts(BaseModel):
     first_byte_timeout: float = Field(
         default=30.0, gt=0, description="From a request sent (body included) to the response headers."
     )
-    idle_timeout: float = Field(
-        default=30.0, gt=0, description="Longest pause while a body is sent or received."
-    )
+    idle_timeout: float = Field(default=30.0, gt=0, description="Longest pause while a body is sent or received.")
     retries: int = Field(
         default=3, ge=0, le=10, description="Retries of idempotent calls (GET, HEAD, DELETE, listing)."
     )
@@ -50,9 +48,7 @@ class SwiftStorageSettings(StorageTimeouts):
     """OpenStack Swift through its native API, with Keystone v3 or tempauth (v1)."""
 
     auth: Literal["keystone", "tempauth"] = "keystone"
-    auth_url: str = Field(
-        default="", description="Keystone v3 URL (…/v3), or the tempauth URL (…/auth/v1.0)."
-    )
+    auth_url: str = Field(default="", description="Keystone v3 URL (…/v3), or the tempauth URL (…/auth/v1.0).")
     username: str = Field(default="", description="Keystone user name, or tempauth 'account:user'.")
     password: SecretStr = Field(default=SecretStr(""), description="Keystone password, or the tempauth key.")
     user_domain_name: str = "Default"

@@ -34,6 +34,10 @@ MiB = 1024 * KiB
 SWIFT_URL = os.environ.get("UPDOWN_TEST_SWIFT_URL")
 SWIFT_USER = os.environ.get("UPDOWN_TEST_SWIFT_USER", "test:tester")
 SWIFT_KEY = os.environ.get("UPDOWN_TEST_SWIFT_KEY", "testing")
+KEYSTONE_URL = os.environ.get("UPDOWN_TEST_KEYSTONE_URL")
+KEYSTONE_USER = os.environ.get("UPDOWN_TEST_KEYSTONE_USER", "updown")
+KEYSTONE_PASSWORD = os.environ.get("UPDOWN_TEST_KEYSTONE_PASSWORD", "updownpw")
+KEYSTONE_PROJECT = os.environ.get("UPDOWN_TEST_KEYSTONE_PROJECT", "store")
 RUN = uuid.uuid4().hex[:8]  # containers/buckets of this test run
 CHUNK = 64 * KiB
 
@@ -49,6 +53,26 @@ def swift_settings(**overrides: Any) -> SwiftStorageSettings:
         "slo_threshold": 2 * MiB,
         "segment_size": 1 * MiB,
         "temp_url_key": "conformance-tempurl-key",
+        "retry_backoff": 0.05,
+    }
+    values.update(overrides)
+    return SwiftStorageSettings(**values)
+
+
+def keystone_settings(**overrides: Any) -> SwiftStorageSettings:
+    """Swift through the Keystone-auth proxy of scripts/services/keystone.sh (endpoint from the catalog)."""
+    url = need_service("Keystone", KEYSTONE_URL)
+    values: dict[str, Any] = {
+        "auth": "keystone",
+        "auth_url": url,
+        "username": KEYSTONE_USER,
+        "password": KEYSTONE_PASSWORD,
+        "project_name": KEYSTONE_PROJECT,
+        "region_name": "RegionOne",
+        "container": f"conformance-ks-{RUN}",
+        "slo_threshold": 2 * MiB,
+        "segment_size": 1 * MiB,
+        "temp_url_key": "conformance-ks-tempurl-key",
         "retry_backoff": 0.05,
     }
     values.update(overrides)
@@ -113,7 +137,7 @@ class Backend:
         return False
 
 
-@pytest.fixture(params=["local", "swift", "s3"])
+@pytest.fixture(params=["local", "swift", "swift-keystone", "s3"])
 async def backend(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Backend]:
@@ -123,6 +147,9 @@ async def backend(
         b = Backend("local", storage, 3 * MiB + 12345, 0)
     elif request.param == "swift":
         storage = SwiftStorage(swift_settings(), chunk_size=CHUNK)
+        b = Backend("swift", storage, 3 * MiB + 12345, 1 * MiB)
+    elif request.param == "swift-keystone":
+        storage = SwiftStorage(keystone_settings(), chunk_size=CHUNK)
         b = Backend("swift", storage, 3 * MiB + 12345, 1 * MiB)
     else:
         use_swift_s3_credentials(monkeypatch, tmp_path)
@@ -389,5 +416,40 @@ async def test_swift_token_refreshed_after_401() -> None:
         storage._token = type(old)("AUTH_tk" + "0" * 32, old.storage_url, old.expires_at)
         assert await read(storage, key) == data
         assert storage._token is not None and storage._token.value != "AUTH_tk" + "0" * 32
+    finally:
+        await storage.close()
+
+
+async def test_swift_keystone_token_refresh() -> None:
+    """Keystone v3: the endpoint comes from the catalog (AUTH_<project id>); a token Swift refuses is replaced
+    through keystoneauth (invalidate + re-authenticate) and the request re-sent; an expiring token is renewed."""
+    storage = SwiftStorage(keystone_settings(), chunk_size=CHUNK)
+    try:
+        await storage.check()
+        token = storage._token
+        assert token is not None and "/v1/AUTH_" in token.storage_url and token.expires_at is not None
+        data, key = payload(1000), new_key("ks-token")
+        await put(storage, key, data)
+        storage._token = type(token)("gAAAAA-not-a-token", token.storage_url, token.expires_at)
+        assert await read(storage, key) == data
+        assert storage._token is not None and storage._token.value != "gAAAAA-not-a-token"
+        refreshed = storage._token
+        # A token within two minutes of its expiry is replaced before it is used.
+        storage._token = type(refreshed)(refreshed.value, refreshed.storage_url, __import__("time").time() + 60)
+        assert await storage.head(key) is not None
+        assert storage._token is not None and storage._token.expires_at is not None
+        assert storage._token.expires_at > __import__("time").time() + 600
+    finally:
+        await storage.close()
+
+
+async def test_swift_keystone_wrong_password_is_an_auth_error(caplog: pytest.LogCaptureFixture) -> None:
+    from updown_app.storage.base import StorageAuthError
+
+    storage = SwiftStorage(keystone_settings(password="wrong"), chunk_size=CHUNK)
+    try:
+        with pytest.raises(StorageAuthError):
+            await storage.check()
+        assert any("swift authentication failed" in r.getMessage() for r in caplog.records)
     finally:
         await storage.close()

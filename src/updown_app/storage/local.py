@@ -127,4 +127,3 @@ class LocalStorage(Storage):
             probe.unlink()
         except OSError as exc:
             raise StorageError(f"local storage at {self.root} is not writable: {exc.strerror}") from exc
-
