@@ -1,7 +1,7 @@
 #!/bin/bash
 # updown vs nginx (ceiling) vs Docker registry (peer): downloads, uploads, 1,000 slow downloads. One run, one machine.
 #
-#   benchmarks/run.sh                 # full run (DUR=10s REPS=3), ~10-12 min
+#   benchmarks/run.sh                 # full run (DUR=10s REPS=3), ~9 min
 #   QUICK=1 benchmarks/run.sh         # smoke (DUR=3s REPS=1 UREPS=1, short slow-download hold), ~3 min
 #
 # Knobs (environment): DUR REPS WARM (wrk), UREPS (upload reps), SLOW_CONNS SLOW_RATE SLOW_HOLD (slow downloads),

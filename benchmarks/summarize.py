@@ -142,10 +142,10 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
     dl = summarize_downloads(load(os.path.join(res, "downloads.jsonl")))
     up = summarize_uploads(load(os.path.join(res, "uploads.jsonl")))
     slow = {d["server"]: d for d in load(os.path.join(res, "slow.jsonl"))}
-    versions = open(os.path.join(res, "versions.txt")).read() if os.path.exists(os.path.join(res, "versions.txt")) else ""
-    settings = dict(
-        line.split(": ", 1) for line in versions.splitlines() if ": " in line
+    versions = (
+        open(os.path.join(res, "versions.txt")).read() if os.path.exists(os.path.join(res, "versions.txt")) else ""
     )
+    settings = dict(line.split(": ", 1) for line in versions.splitlines() if ": " in line)
 
     def metric(server: str, f: str, c: int) -> float | None:
         d = dl.get((server, f, c))
@@ -196,7 +196,9 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
         if d is None:
             continue
         cl = d.get("client") or {}
-        errs = sum((cl.get("errors") or {}).values()) + sum(v for k, v in (cl.get("status") or {}).items() if k != "200")
+        errs = sum((cl.get("errors") or {}).values()) + sum(
+            v for k, v in (cl.get("status") or {}).items() if k != "200"
+        )
         lines.append(
             f"| {cl.get('conns', 0):,} slow GETs of 100 MiB ({(cl.get('rate_per_conn') or 0) // 1024} KiB/s each, "
             f"{cl.get('hold_s', 0):.0f} s hold) | {SERVER_LABEL[s]} | – | {cl.get('mb_per_s', '–')} | – | – | "
@@ -213,30 +215,70 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
         return None if x is None else x >= t
 
     targets = [
-        check("4 KiB req/s, updown ÷ registry", ratios.get("f4k.bin:registry"), "≥ 4×",
-              ge(ratios.get("f4k.bin:registry"), 4), fmt_ratio(ratios.get("f4k.bin:registry"))),
-        check("1 MiB MB/s, updown ÷ registry", ratios.get("f1m.bin:registry"), "≥ 1.0×",
-              ge(ratios.get("f1m.bin:registry"), 1.0), fmt_ratio(ratios.get("f1m.bin:registry"))),
-        check("100 MiB MB/s, updown ÷ registry", ratios.get("f100m.bin:registry"), "≥ 1.0×",
-              ge(ratios.get("f100m.bin:registry"), 1.0), fmt_ratio(ratios.get("f100m.bin:registry"))),
-        check("100 MiB MB/s, updown ÷ nginx", ratios.get("f100m.bin:nginx"), "≥ 0.6×",
-              ge(ratios.get("f100m.bin:nginx"), 0.6), fmt_ratio(ratios.get("f100m.bin:nginx"))),
-        check("1 GiB upload MB/s, updown ÷ registry monolithic PUT", ratios.get("up:f1g.bin:registry"), "≥ 1.0×",
-              ge(ratios.get("up:f1g.bin:registry"), 1.0), fmt_ratio(ratios.get("up:f1g.bin:registry"))),
+        check(
+            "4 KiB req/s, updown ÷ registry",
+            ratios.get("f4k.bin:registry"),
+            "≥ 4×",
+            ge(ratios.get("f4k.bin:registry"), 4),
+            fmt_ratio(ratios.get("f4k.bin:registry")),
+        ),
+        check(
+            "1 MiB MB/s, updown ÷ registry",
+            ratios.get("f1m.bin:registry"),
+            "≥ 1.0×",
+            ge(ratios.get("f1m.bin:registry"), 1.0),
+            fmt_ratio(ratios.get("f1m.bin:registry")),
+        ),
+        check(
+            "100 MiB MB/s, updown ÷ registry",
+            ratios.get("f100m.bin:registry"),
+            "≥ 1.0×",
+            ge(ratios.get("f100m.bin:registry"), 1.0),
+            fmt_ratio(ratios.get("f100m.bin:registry")),
+        ),
+        check(
+            "100 MiB MB/s, updown ÷ nginx",
+            ratios.get("f100m.bin:nginx"),
+            "≥ 0.6×",
+            ge(ratios.get("f100m.bin:nginx"), 0.6),
+            fmt_ratio(ratios.get("f100m.bin:nginx")),
+        ),
+        check(
+            "1 GiB upload MB/s, updown ÷ registry monolithic PUT",
+            ratios.get("up:f1g.bin:registry"),
+            "≥ 1.0×",
+            ge(ratios.get("up:f1g.bin:registry"), 1.0),
+            fmt_ratio(ratios.get("up:f1g.bin:registry")),
+        ),
     ]
     u1g = up.get(("updown", "f1g.bin"))
     g = None if u1g is None else u1g["rss_growth_kb"] * 1024 / 1e6
-    targets.append(check("updown RSS growth during the 1 GiB upload", g, "< 50 MB", None if g is None else g < 50,
-                         "–" if g is None else f"{g:.0f} MB"))
+    targets.append(
+        check(
+            "updown RSS growth during the 1 GiB upload",
+            g,
+            "< 50 MB",
+            None if g is None else g < 50,
+            "–" if g is None else f"{g:.0f} MB",
+        )
+    )
     u100 = up.get(("updown", "f100m.bin"))
     if u100 is not None and u1g is not None:
-        targets.append(f"  - for comparison, growth during the 100 MiB upload: {u100['rss_growth_kb'] * 1024 / 1e6:.0f} MB")
+        targets.append(
+            f"  - for comparison, growth during the 100 MiB upload: {u100['rss_growth_kb'] * 1024 / 1e6:.0f} MB"
+        )
     sl = slow.get("updown")
     p = None if sl is None else sl["rss_peak_kb"] * 1024 / 1e6
     okc = None if sl is None else (sl.get("client") or {}).get("open_at_end", 0)
-    targets.append(check(f"updown peak RSS with {SLOW_N(sl)} concurrent slow downloads", p, "< 300 MB",
-                         None if p is None else (p < 300 and okc == (sl.get("client") or {}).get("conns")),
-                         "–" if p is None else f"{p:.0f} MB, {okc} connections served to the end"))
+    targets.append(
+        check(
+            f"updown peak RSS with {slow_n(sl)} concurrent slow downloads",
+            p,
+            "< 300 MB",
+            None if p is None else (p < 300 and okc == (sl.get("client") or {}).get("conns")),
+            "–" if p is None else f"{p:.0f} MB, {okc} connections served to the end",
+        )
+    )
 
     notes = [
         "req/s and MB/s: median of the runs (MB/s = 10^6 bytes/s read by wrk, headers included); p50/p99: median of the",
@@ -253,8 +295,10 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
             f"{SIZE_LABEL[worst[0][1]]}; top: {worst[1]['other_procs_worst'] or 'kernel/short-lived'}), max steal {max(v['steal_s_max'] for v in dl.values()):.2f} s."
         )
         if worst[1]["other_cpu_pct_max"] > 20:
-            notes.append("**WARNING: other processes were busy during some runs; those numbers are disturbed "
-                         "(other_cpu_s per run in downloads.jsonl).**")
+            notes.append(
+                "**WARNING: other processes were busy during some runs; those numbers are disturbed "
+                "(other_cpu_s per run in downloads.jsonl).**"
+            )
     head = []
     if command:
         head.append(f"Command: `{command.strip()}`")
@@ -273,7 +317,7 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
     return md, summary
 
 
-def SLOW_N(sl: dict | None) -> str:  # noqa: N802 - tiny formatting helper
+def slow_n(sl: dict | None) -> str:
     if not sl:
         return "1,000"
     return f"{(sl.get('client') or {}).get('conns', 1000):,}"

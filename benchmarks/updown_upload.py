@@ -37,8 +37,9 @@ def digests(path: Path) -> tuple[str, str]:
     return md5.hexdigest(), sha.hexdigest()
 
 
-def raw_upload(base: str, key_id: str, secret: bytes, path: Path, package: str, revision: str,
-               md5: str, sha256: str) -> tuple[float, int, dict]:
+def raw_upload(
+    base: str, key_id: str, secret: bytes, path: Path, package: str, revision: str, md5: str, sha256: str
+) -> tuple[float, int, dict]:
     size = path.stat().st_size
     fields = {
         "package": package,
@@ -105,13 +106,29 @@ def main() -> int:
             t0 = time.perf_counter()
             rec = c.upload(a.file, package=a.package, revision=a.revision)
             dt = time.perf_counter() - t0
-        print(json.dumps({"transfer_s": round(dt, 4), "status": 201, "method": "UpdownClient.upload (hashing included)",
-                          "record": rec}))
+        print(
+            json.dumps(
+                {
+                    "transfer_s": round(dt, 4),
+                    "status": 201,
+                    "method": "UpdownClient.upload (hashing included)",
+                    "record": rec,
+                }
+            )
+        )
         return 0
     md5, sha = (a.md5, a.sha256) if a.md5 and a.sha256 else digests(a.file)
     dt, status, rec = raw_upload(base, key_id, secret, a.file, a.package, a.revision, md5, sha)
-    print(json.dumps({"transfer_s": round(dt, 4), "status": status,
-                      "method": "signed multipart POST (http.client + sendfile, digests precomputed)", "record": rec}))
+    print(
+        json.dumps(
+            {
+                "transfer_s": round(dt, 4),
+                "status": status,
+                "method": "signed multipart POST (http.client + sendfile, digests precomputed)",
+                "record": rec,
+            }
+        )
+    )
     return 0 if status == 201 else 1
 
 

@@ -18,5 +18,5 @@ try:
         bad.append(f"sha256={rec.get('sha256')}")
     ok = "ok" if not bad else "FAIL:" + ",".join(bad)
     print(ok, d.get("transfer_s", "null"), str(d.get("method", "?")).replace(" ", "_"))
-except Exception as exc:  # noqa: BLE001
+except Exception as exc:
     print(f"FAIL:{type(exc).__name__}", "null", "?")
