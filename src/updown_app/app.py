@@ -82,6 +82,9 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
             yield
         finally:
             purger.cancel()
+            aclose = getattr(context.authorizer, "aclose", None)
+            if aclose is not None:
+                await aclose()
             await context.storage.close()
             await context.engine.dispose()
 

@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from updown_app.auth.links import redacted_path  # link tokens never reach the logs
+
 REQUESTS = Counter("updown_http_requests_total", "HTTP requests", ["route", "method", "status"])
 DURATION = Histogram(
     "updown_http_request_duration_seconds",
@@ -80,7 +82,7 @@ class MetricsMiddleware:
                     "request",
                     extra={
                         "method": scope["method"],
-                        "path": scope["path"],
+                        "path": redacted_path(scope["path"]),
                         "route": route,
                         "status": status,
                         "sent": sent,
