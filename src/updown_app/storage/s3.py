@@ -36,7 +36,7 @@ from updown_app.storage.base import (
     StorageIntegrityError,
     StorageUnavailableError,
 )
-from updown_app.storage.streams import ExactBody, md5_update
+from updown_app.storage.streams import ErrorLog, ExactBody, md5_update
 
 log = logging.getLogger("updown.storage.s3")
 
@@ -114,6 +114,7 @@ class S3Storage(Storage):
         self._lock: asyncio.Lock | None = None
         self._bucket_ready = False
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._auth_errors = ErrorLog(log)
 
     # Client --------------------------------------------------------------------------------------------------
 
@@ -162,7 +163,7 @@ class S3Storage(Storage):
             if translated is exc:
                 raise
             if isinstance(translated, StorageAuthError):
-                log.error("s3 authentication failed: %s", translated)
+                self._auth_errors.error(f"s3 authentication failed: {translated}")
             raise translated from exc
 
     def _answer_timeout(self) -> float:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -63,3 +65,19 @@ async def md5_update(digest: Any, data: bytes) -> None:
         await asyncio.get_running_loop().run_in_executor(None, digest.update, data)
     else:
         digest.update(data)
+
+
+class ErrorLog:
+    """Logs an error line at once, and the same line again at most every ``interval`` seconds (readiness probes
+    would otherwise repeat a credentials error every few seconds)."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def error(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(message, -self.interval) >= self.interval:
+            self._last = {message: now}
+            self.logger.error(message)

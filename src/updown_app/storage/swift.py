@@ -44,7 +44,7 @@ from updown_app.storage.base import (
     StorageIntegrityError,
     StorageUnavailableError,
 )
-from updown_app.storage.streams import ExactBody, md5_update
+from updown_app.storage.streams import ErrorLog, ExactBody, md5_update
 
 log = logging.getLogger("updown.storage.swift")
 
@@ -193,6 +193,7 @@ class SwiftStorage(Storage):
         self._auth_lock: asyncio.Lock | None = None
         self._containers_ready = False
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._auth_errors = ErrorLog(log)
 
     # Connection and authentication ---------------------------------------------------------------------------
 
@@ -234,7 +235,7 @@ class SwiftStorage(Storage):
             try:
                 self._token = await auth.authenticate()
             except StorageAuthError as exc:
-                log.error("swift authentication failed: %s", exc)
+                self._auth_errors.error(f"swift authentication failed: {exc}")
                 self._token = None
                 raise
             return self._token
@@ -293,7 +294,7 @@ class SwiftStorage(Storage):
                     await response.aclose()
                     if reauthenticated:
                         message = f"swift refused a fresh token for {method} {path or '/'} (HTTP 401)"
-                        log.error("swift authentication failed: %s", message)
+                        self._auth_errors.error(f"swift authentication failed: {message}")
                         raise StorageAuthError(message)
                     reauthenticated = True
                     await self._credentials(stale=token)
