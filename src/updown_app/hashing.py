@@ -13,6 +13,7 @@ import base64
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class DigestMismatchError(Exception):
         self.field = field
 
 
+def _update_all(hashes: tuple[Any, ...], data: bytes) -> None:
+    for h in hashes:
+        h.update(data)
+
+
 class MultiHasher:
     def __init__(self) -> None:
         self.size = 0
@@ -54,6 +60,16 @@ class MultiHasher:
         self.size += len(data)
         for h in (self._md5, self._sha1, self._sha256, self._sha512):
             h.update(data)
+
+    def update_in_threads(self, loop: asyncio.AbstractEventLoop, data: bytes) -> asyncio.Future[tuple[None, None]]:
+        """Hash ``data`` in two pool threads at once (hashlib releases the GIL): on a multi-core server the four
+        digests, the whole CPU cost of an upload, then take about half the wall time. Groups are balanced:
+        MD5 + SHA-1 and SHA-256 + SHA-512 cost about the same."""
+        self.size += len(data)
+        return asyncio.gather(
+            loop.run_in_executor(None, _update_all, (self._md5, self._sha1), data),
+            loop.run_in_executor(None, _update_all, (self._sha256, self._sha512), data),
+        )
 
     def digests(self) -> Digests:
         return Digests(
@@ -105,7 +121,7 @@ async def _verified(
     loop = asyncio.get_running_loop()
     buf = bytearray()
     received = 0
-    pending: asyncio.Future[None] | None = None
+    pending: asyncio.Future[tuple[None, None]] | None = None
     held: bytes | None = None
     async for piece in source:
         received += len(piece)
@@ -117,7 +133,7 @@ async def _verified(
             buf.clear()
             if pending is not None:
                 await pending
-            pending = loop.run_in_executor(None, hasher.update, data)
+            pending = hasher.update_in_threads(loop, data)
             if held is not None:
                 yield held
             held = data
@@ -125,7 +141,7 @@ async def _verified(
         await pending
     tail = bytes(buf)
     if tail:
-        await loop.run_in_executor(None, hasher.update, tail) if len(tail) > 65536 else hasher.update(tail)
+        await hasher.update_in_threads(loop, tail) if len(tail) > 65536 else hasher.update(tail)
     check(hasher.digests(), declared)
     if held is not None:
         yield held
