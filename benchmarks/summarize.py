@@ -89,6 +89,7 @@ def summarize_downloads(rows: list[dict]) -> dict:
                 "other": d.get("other_cpu_s", 0) / dur * 100,
                 "steal": d.get("steal_s", 0),
                 "other_procs": d.get("other_procs", ""),
+                "rep": d["rep"],
             }
         )
     out = {}
@@ -108,6 +109,7 @@ def summarize_downloads(rows: list[dict]) -> dict:
             "other_cpu_pct_max": max(r["other"] for r in rs),
             "steal_s_max": max(r["steal"] for r in rs),
             "other_procs_worst": max(rs, key=lambda r: r["other"])["other_procs"],
+            "disturbed_runs": [(r["rep"], round(r["other"])) for r in rs if r["other"] > 20],
         }
     return out
 
@@ -294,10 +296,14 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
             f"{worst[1]['other_cpu_pct_max']:.0f}% of a core used by other processes ({worst[0][0]} "
             f"{SIZE_LABEL[worst[0][1]]}; top: {worst[1]['other_procs_worst'] or 'kernel/short-lived'}), max steal {max(v['steal_s_max'] for v in dl.values()):.2f} s."
         )
-        if worst[1]["other_cpu_pct_max"] > 20:
+        disturbed = [
+            f"{k[0]} {SIZE_LABEL[k[1]]} run {rep} ({pct}%)" for k, v in dl.items() for rep, pct in v["disturbed_runs"]
+        ]
+        if disturbed:
             notes.append(
-                "**WARNING: other processes were busy during some runs; those numbers are disturbed "
-                "(other_cpu_s per run in downloads.jsonl).**"
+                "**WARNING: other processes took more than 20% of a core during: "
+                + ", ".join(disturbed)
+                + " (per-run numbers in downloads.jsonl).**"
             )
     head = []
     if command:
@@ -306,7 +312,7 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
         if k in settings:
             head.append(f"{k}: {settings[k]}")
     md = "\n".join(
-        ["## Results", "", *[f"{h}  " for h in head], "", *lines, "", *notes, "", "### Targets", "", *targets, ""]
+        ["### Latest run", "", *[f"{h}  " for h in head], "", *lines, "", *notes, "", "### Targets", "", *targets, ""]
     )
     summary = {
         "downloads": {f"{k[0]}:{k[1]}:c{k[2]}": v for k, v in dl.items()},
