@@ -128,7 +128,7 @@ async def respond(context: AppContext, request: Request, file: File, private: bo
     headers["content-length"] = str(length)
     if request.method == "HEAD" or length == 0:
         return Response(status_code=status, headers=headers)
-    stream = cast(AsyncGenerator[bytes, None], context.storage.get(file.object_key, offset, length))
+    stream = cast(AsyncGenerator[bytes, int | None], context.storage.get(file.object_key, offset, length))
     try:
         # Fetch the first chunk before answering, so a missing object or an unreachable store is a clean error.
         first = await anext(stream)
@@ -147,4 +147,4 @@ async def respond(context: AppContext, request: Request, file: File, private: bo
     if len(first) >= length:
         await stream.aclose()
         return ObjectResponse(status, headers, first, None)
-    return ObjectResponse(status, headers, first, stream)
+    return ObjectResponse(status, headers, first, stream, max_read=context.settings.chunk_size)

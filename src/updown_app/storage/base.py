@@ -47,7 +47,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        """Stream ``length`` bytes (to the end when None) from ``offset``; raise ``KeyError`` when missing."""
+        """Stream ``length`` bytes (to the end when None) from ``offset``; raise ``KeyError`` when missing.
+
+        Implemented as an async generator; a consumer may ``asend`` the size it wants next (a hint that backends
+        whose chunking is set by the network ignore)."""
 
     @abc.abstractmethod
     async def head(self, key: str) -> ObjectInfo | None:
