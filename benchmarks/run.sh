@@ -101,6 +101,13 @@ declare -A SHA SIZE MD5
 while read -r f s h m; do SHA[$f]=$h; SIZE[$f]=$s; MD5[$f]=$m; done < sums.txt
 cd "$ROOT"
 
+# fingerprint of the updown code (HEAD + uncommitted changes): the venv is an editable install, so every updown
+# start loads the tree as it is at that moment; a change during the run is reported
+src_state() {
+  { git -C "$ROOT" rev-parse HEAD 2>/dev/null; git -C "$ROOT" diff HEAD -- src pyproject.toml 2>/dev/null
+    git -C "$ROOT" ls-files -o --exclude-standard -- src 2>/dev/null | (cd "$ROOT" && xargs -r cat); } | sha256sum | cut -c1-12
+}
+SRC_STATE0=$(src_state)
 {
   echo "date_utc: $STAMP"
   echo "command: $CMDLINE"
@@ -113,6 +120,7 @@ cd "$ROOT"
   echo "curl: $(curl --version | head -1)"
   echo "python: $(python3 --version 2>&1)"
   [ "$HAVE_UPDOWN" = 1 ] && echo "updown: $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("updown-app"))') git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet -- src 2>/dev/null || echo ' (+local changes)')"
+  echo "src_state_start: $SRC_STATE0"
   echo "settings: DUR=$DUR REPS=$REPS WARM=$WARM UREPS=$UREPS SLOW_CONNS=$SLOW_CONNS SLOW_RATE=$SLOW_RATE SLOW_HOLD=$SLOW_HOLD SRV_CPU=$SRV_CPU CLI_CPU=$CLI_CPU"
 } > "$RESULTS/versions.txt"
 
@@ -238,6 +246,12 @@ if has "$PHASES" slow; then
 fi
 
 # ---------------------------------------------------------------------------------------------------- report
+SRC_STATE1=$(src_state)
+echo "src_state_end: $SRC_STATE1" >> "$RESULTS/versions.txt"
+if [ "$HAVE_UPDOWN" = 1 ] && [ "$SRC_STATE1" != "$SRC_STATE0" ]; then
+  echo "src_changed: the updown source changed during the run; later phases may have run different code" >> "$RESULTS/versions.txt"
+  log "WARNING: the updown source changed during the run"
+fi
 README_ARGS=()
 [ "${UPDATE_README:-0}" = 1 ] && README_ARGS=(--readme "$HERE/README.md")
 python3 "$HERE/summarize.py" "$RESULTS" --command "$CMDLINE" "${README_ARGS[@]}"

@@ -308,7 +308,18 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
     head = []
     if command:
         head.append(f"Command: `{command.strip()}`")
-    for k in ("date_utc", "settings", "cpu", "kernel", "nginx", "wrk", "docker-registry", "updown", "python"):
+    for k in (
+        "date_utc",
+        "settings",
+        "cpu",
+        "kernel",
+        "nginx",
+        "wrk",
+        "docker-registry",
+        "updown",
+        "python",
+        "src_changed",
+    ):
         if k in settings:
             head.append(f"{k}: {settings[k]}")
     md = "\n".join(
