@@ -2,11 +2,11 @@
 
 Memory: each read is sized to what the client drains, not to a fixed chunk. A response starts with 64 KiB reads
 and may double the read size every 5 ms of transfer up to the storage chunk size, but never beyond ~50 ms worth
-of the rate the client actually drained the previous chunk at. Chunks are handed to the server in 64 KiB slices
-(uvloop's write high-water mark), so a slow client makes ``send`` wait after a slice instead of the server
-queueing a whole chunk. A fast client reaches full-size reads within ~20 ms; a slow one holds ~64-128 KiB, not
-several MiB (1,000 slow downloads with fixed 1 MiB chunks took 3 GB). Storage generators that understand it get
-the next read size through ``asend``; others ignore it.
+of the rate the client drained the previous chunk at. Until the client keeps up with full-size reads, chunks are
+handed to the server in 64 KiB slices (uvloop's write high-water mark), so a slow client makes ``send`` wait after
+a slice instead of the server queueing a whole chunk. A fast client reaches full-size reads within ~20 ms; a slow
+one holds ~64-128 KiB, not several MiB (1,000 slow downloads with fixed 1 MiB chunks took 3 GB). Storage
+generators that understand it get the next read size through ``asend``; others ignore it.
 
 Starlette's ``StreamingResponse`` starts a task group per response to watch for disconnects; for a one-chunk body
 that costs more than the transfer, so a single chunk is sent directly. Longer bodies watch ``receive`` for
@@ -63,8 +63,8 @@ class ObjectResponse:
                     gone.set()
                     return
 
-        async def send_sliced(chunk: bytes) -> None:
-            if len(chunk) <= SLICE:
+        async def send_chunk(chunk: bytes, sliced: bool) -> None:
+            if not sliced or len(chunk) <= SLICE:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 return
             view = memoryview(chunk)
@@ -77,9 +77,12 @@ class ObjectResponse:
         start = time.monotonic()
         try:
             chunk = self.first
+            size = 0
             while not gone.is_set():
                 t0 = time.monotonic()
-                await send_sliced(chunk)
+                # A client that keeps up (full-size reads) takes whole chunks; others get slices, so backpressure
+                # stops the server from queueing a chunk it cannot deliver.
+                await send_chunk(chunk, sliced=size < self.max_read)
                 now = time.monotonic()
                 size = next_read_size(now - start, len(chunk), now - t0, self.max_read)
                 del chunk  # let the sent chunk go before reading the next
