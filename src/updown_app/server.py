@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -112,12 +113,32 @@ def banner(settings: Settings, cert: Path | None, key_file: Path | None) -> str:
     return "\n".join(lines)
 
 
+def listening_socket(host: str, port: int, notsent_lowat: int) -> socket.socket:
+    """The service's listening socket; accepted connections inherit TCP_NOTSENT_LOWAT from it.
+
+    Without that limit the send buffer autotunes to 4 MiB and a slow reader's socket swallows whole chunks, which
+    hides the slowness from the response's read sizing (streaming.py). It does not limit bytes in flight.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lowat = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    if lowat is not None and notsent_lowat > 0:
+        sock.setsockopt(socket.IPPROTO_TCP, lowat, notsent_lowat)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 async def _serve(settings: Settings, tls: tuple[Path, Path] | None) -> None:
     main = uvicorn.Server(_config(settings, settings.port, tls, "on"))
+    main_socket = listening_socket(settings.bind, settings.port, settings.tcp_notsent_lowat)
     servers = [main]
     if settings.tls and settings.http_port:
         servers.append(_QuietServer(_config(settings, settings.http_port, None, "off")))
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    tasks = [asyncio.create_task(main.serve(sockets=[main_socket]))]
+    tasks += [asyncio.create_task(s.serve()) for s in servers[1:]]
     await tasks[0]
     for extra in servers[1:]:
         extra.should_exit = True

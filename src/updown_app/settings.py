@@ -269,6 +269,9 @@ class Settings(BaseSettings):
     port: int = 8443
     http_port: int | None = Field(default=8080, description="Plain-HTTP redirect listener (tls on); None: off.")
     workers: int = Field(default=1, ge=1, description="Worker processes (behind a proxy).")
+    tcp_notsent_lowat: int = Field(
+        default=64 * 1024, ge=0, description="Unsent bytes the kernel queues per connection; 0: no limit."
+    )
     tls: bool = Field(default=True, description="False when a proxy terminates TLS in front of the app.")
     tls_cert: Path | None = None
     tls_key: Path | None = None

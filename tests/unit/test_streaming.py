@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from updown_app.api.streaming import MIN_READ, next_read_size
+from updown_app.api.streaming import MIN_READ, PROBE_BYTES, next_read_size
 
 MiB = 1024 * 1024
+FAST = 0.00001  # seconds to hand a chunk over without waiting
 
 
-def test_starts_small_and_ramps_with_time_for_a_fast_client() -> None:
-    fast = (MIN_READ, 0.00001)  # drained 64 KiB in 10 µs
-    assert next_read_size(0.0, *fast, max_read=MiB) == MIN_READ
-    assert next_read_size(0.006, *fast, max_read=MiB) == 2 * MIN_READ
-    assert next_read_size(0.05, *fast, max_read=MiB) == MiB  # capped by the chunk size
+def test_probes_small_then_doubles_for_a_fast_client() -> None:
+    assert next_read_size(MIN_READ, MIN_READ, FAST, MiB) == MIN_READ
+    assert next_read_size(PROBE_BYTES, MIN_READ, FAST, MiB) == 2 * MIN_READ
+    assert next_read_size(10 * MiB, 512 * 1024, FAST, MiB) == MiB
+    assert next_read_size(10 * MiB, MiB, FAST, MiB) == MiB  # never beyond the chunk size
 
 
-def test_a_slow_client_keeps_minimal_reads_however_long_it_runs() -> None:
-    slow = (MIN_READ, 2.0)  # 32 KiB/s
-    for elapsed in (0.0, 1.0, 60.0, 3600.0):
-        assert next_read_size(elapsed, *slow, max_read=MiB) == MIN_READ
+def test_a_slow_client_keeps_minimal_reads_however_much_it_got() -> None:
+    for sent in (PROBE_BYTES, 10 * MiB, 1000 * MiB):
+        assert next_read_size(sent, MIN_READ, 1.0, MiB) == MIN_READ  # 32 KiB/s
 
 
 def test_rate_caps_reads_to_about_fifty_milliseconds_of_transfer() -> None:
-    twenty_mb_per_s = (2 * MiB, 0.1)
-    assert next_read_size(10.0, *twenty_mb_per_s, max_read=16 * MiB) == int(20 * MiB * 0.05)
+    assert next_read_size(50 * MiB, 4 * MiB, 0.2, 16 * MiB) == int(20 * MiB * 0.05)  # 20 MiB/s

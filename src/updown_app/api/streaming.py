@@ -1,12 +1,13 @@
 """An ASGI response that streams an object from storage with bounded memory per connection.
 
-Memory: each read is sized to what the client drains, not to a fixed chunk. A response starts with 64 KiB reads
-and may double the read size every 5 ms of transfer up to the storage chunk size, but never beyond ~50 ms worth
-of the rate the client drained the previous chunk at. Until the client keeps up with full-size reads, chunks are
-handed to the server in 64 KiB slices (uvloop's write high-water mark), so a slow client makes ``send`` wait after
-a slice instead of the server queueing a whole chunk. A fast client reaches full-size reads within ~20 ms; a slow
-one holds ~64-128 KiB, not several MiB (1,000 slow downloads with fixed 1 MiB chunks took 3 GB). Storage
-generators that understand it get the next read size through ``asend``; others ignore it.
+Memory: each read is sized to what the client drains, not to a fixed chunk. A response probes with 32 KiB reads
+for its first 256 KiB, then doubles the read size per chunk up to the storage chunk size, never beyond ~50 ms
+worth of the rate the client drained the previous chunk at. Until it reaches full-size reads, chunks are handed to
+the server in 32 KiB slices, so a slow client makes ``send`` wait (uvicorn's flow control) instead of the server
+queueing a whole chunk. Together with ``TCP_NOTSENT_LOWAT`` on the listening socket (see ``server.py``), which
+stops the kernel from absorbing megabytes for a slow reader, a slow client costs ~100 KiB, not several MiB
+(1,000 slow downloads with fixed 1 MiB chunks took 3 GB). Storage generators that understand it get the next read
+size through ``asend``; others ignore it.
 
 Starlette's ``StreamingResponse`` starts a task group per response to watch for disconnects; for a one-chunk body
 that costs more than the transfer, so a single chunk is sent directly. Longer bodies watch ``receive`` for
@@ -21,17 +22,18 @@ from collections.abc import AsyncGenerator, Mapping
 
 from starlette.types import Receive, Scope, Send
 
-MIN_READ = 64 * 1024
-SLICE = 64 * 1024
-RAMP_DOUBLING_SECONDS = 0.005
+MIN_READ = 32 * 1024
+SLICE = 32 * 1024
+PROBE_BYTES = 256 * 1024
 BUFFER_SECONDS = 0.05
 
 
-def next_read_size(elapsed: float, last_bytes: int, last_seconds: float, max_read: int) -> int:
-    """The next read size: ramped by time since the start, capped by the client's recent drain rate."""
-    ramp = MIN_READ * 2 ** min(int(elapsed / RAMP_DOUBLING_SECONDS), 16)
+def next_read_size(sent: int, last_bytes: int, last_seconds: float, max_read: int) -> int:
+    """Small reads while probing, then doubling, capped by the client's recent drain rate."""
+    if sent < PROBE_BYTES:
+        return MIN_READ
     rate_cap = last_bytes / last_seconds * BUFFER_SECONDS if last_seconds > 0 else float(max_read)
-    return int(max(MIN_READ, min(ramp, rate_cap, max_read)))
+    return int(max(MIN_READ, min(2 * last_bytes, rate_cap, max_read)))
 
 
 class ObjectResponse:
@@ -74,7 +76,7 @@ class ObjectResponse:
                 await send({"type": "http.response.body", "body": view[i : i + SLICE], "more_body": True})
 
         watcher = asyncio.ensure_future(watch())
-        start = time.monotonic()
+        sent = 0
         try:
             chunk = self.first
             size = 0
@@ -83,8 +85,8 @@ class ObjectResponse:
                 # A client that keeps up (full-size reads) takes whole chunks; others get slices, so backpressure
                 # stops the server from queueing a chunk it cannot deliver.
                 await send_chunk(chunk, sliced=size < self.max_read)
-                now = time.monotonic()
-                size = next_read_size(now - start, len(chunk), now - t0, self.max_read)
+                sent += len(chunk)
+                size = next_read_size(sent, len(chunk), time.monotonic() - t0, self.max_read)
                 del chunk  # let the sent chunk go before reading the next
                 try:
                     chunk = await self.rest.asend(size)
