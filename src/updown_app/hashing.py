@@ -119,7 +119,8 @@ async def _verified(
     source: AsyncIterator[bytes], declared: Declared, hasher: MultiHasher, chunk_size: int
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
-    buf = bytearray()
+    pieces: list[bytes] = []  # joined once per chunk: one copy of every byte, not two
+    buffered = 0
     received = 0
     pending: asyncio.Future[tuple[None, None]] | None = None
     held: bytes | None = None
@@ -127,10 +128,12 @@ async def _verified(
         received += len(piece)
         if received > declared.size:
             raise DigestMismatchError("size", f"body is longer than the declared {declared.size} bytes")
-        buf += piece
-        if len(buf) >= chunk_size:
-            data = bytes(buf)
-            buf.clear()
+        pieces.append(piece)
+        buffered += len(piece)
+        if buffered >= chunk_size:
+            data = b"".join(pieces)
+            pieces.clear()
+            buffered = 0
             if pending is not None:
                 await pending
             pending = hasher.update_in_threads(loop, data)
@@ -139,7 +142,7 @@ async def _verified(
             held = data
     if pending is not None:
         await pending
-    tail = bytes(buf)
+    tail = b"".join(pieces)
     if tail:
         await hasher.update_in_threads(loop, tail) if len(tail) > 65536 else hasher.update(tail)
     check(hasher.digests(), declared)
