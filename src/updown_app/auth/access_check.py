@@ -13,7 +13,6 @@ Answers are cached per (user, package): "allowed" for ``allowed_ttl`` but never 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ import httpx
 
 from updown_app import signing
 from updown_app.auth.cache import SingleFlight, TtlCache
+from updown_app.auth.remote import post_json
 from updown_app.errors import ApiError
 from updown_app.settings import AccessCheckSettings
 
@@ -111,20 +111,10 @@ class AccessChecker:
 
     async def _ask(self, user: str, package: str) -> tuple[bool, float | None]:
         body, headers = self.request(user, package)
-        try:
-            async with asyncio.timeout(self.settings.timeout):
-                response = await self.http.post(self.url, content=body, headers=headers)
-        except TimeoutError:
-            raise StoreUnavailable("access check timed out") from None
-        except httpx.HTTPError as exc:
-            raise StoreUnavailable(f"access check failed: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            raise StoreUnavailable(f"access check answered HTTP {response.status_code}")
-        try:
-            answer = response.json()
-        except ValueError:
-            raise StoreUnavailable("access check answered malformed JSON") from None
-        if not isinstance(answer, dict) or not isinstance(answer.get("allowed"), bool):
+        answer = await post_json(
+            self.http, self.url, self.settings.timeout, StoreUnavailable, "access check", content=body, headers=headers
+        )
+        if not isinstance(answer.get("allowed"), bool):
             raise StoreUnavailable("access check answer has no boolean 'allowed'")
         max_age = answer.get("max_age")
         if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int | float) or max_age < 0):

@@ -28,6 +28,7 @@ import jwt
 
 from updown_app.auth.cache import SingleFlight, TtlCache
 from updown_app.auth.private import Principal
+from updown_app.auth.remote import post_json
 from updown_app.errors import ApiError
 from updown_app.settings import IntrospectionSettings, JwtSettings, SsoSettings
 
@@ -128,25 +129,17 @@ class IntrospectionValidator:
         self.clock = clock
 
     async def validate(self, token: str) -> Principal:
-        try:
-            async with asyncio.timeout(self.sso.timeout):
-                response = await self.http.post(
-                    self.settings.url,
-                    data={"token": token, "token_type_hint": "access_token"},
-                    auth=(self.settings.client_id, self.settings.client_secret.get_secret_value()),
-                    headers={"accept": "application/json"},
-                )
-        except TimeoutError:
-            raise SsoUnavailable("introspection timed out") from None
-        except httpx.HTTPError as exc:
-            raise SsoUnavailable(f"introspection failed: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            raise SsoUnavailable(f"introspection answered HTTP {response.status_code}")
-        try:
-            claims = response.json()
-        except ValueError:
-            raise SsoUnavailable("introspection answered malformed JSON") from None
-        if not isinstance(claims, dict) or not isinstance(claims.get("active"), bool):
+        claims = await post_json(
+            self.http,
+            self.settings.url,
+            self.sso.timeout,
+            SsoUnavailable,
+            "introspection",
+            data={"token": token, "token_type_hint": "access_token"},
+            auth=(self.settings.client_id, self.settings.client_secret.get_secret_value()),
+            headers={"accept": "application/json"},
+        )
+        if not isinstance(claims.get("active"), bool):
             raise SsoUnavailable("introspection answer has no boolean 'active'")
         if claims["active"] is not True:
             raise InvalidToken("the token is not active")
