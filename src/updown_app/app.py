@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from updown_app.api import download, files, health, links, upload
+from updown_app.api import download, files, health, links, resumable, upload
 from updown_app.auth.private import Authorizer, DenyAll
 from updown_app.auth.signed_requests import RequestVerifier
 from updown_app.auth.store_authorizer import build_authorizer
@@ -59,6 +59,20 @@ async def _purge_nonces(context: AppContext) -> None:
             log.exception("purging expired nonces failed")
 
 
+async def _purge_uploads(context: AppContext) -> None:
+    from updown_app.metadata.upload_sessions import UploadSessions
+    from updown_app.upload_purge import purge_expired
+
+    interval = context.settings.uploads.purge_interval
+    sessions = UploadSessions(context.repository.sessions)
+    while True:
+        try:
+            await purge_expired(context.storage, sessions, context.settings.uploads.lease)
+        except Exception:  # keep purging after a transient database or storage error
+            log.exception("purging expired upload sessions failed")
+        await asyncio.sleep(interval)
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
@@ -78,10 +92,13 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         context = await build_context(settings, authorizer)
         app.state.ctx = context
         purger = asyncio.create_task(_purge_nonces(context))
+        upload_purger = asyncio.create_task(_purge_uploads(context)) if settings.uploads.purge_interval > 0 else None
         try:
             yield
         finally:
             purger.cancel()
+            if upload_purger is not None:
+                upload_purger.cancel()
             aclose = getattr(context.authorizer, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -93,6 +110,12 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         Route("/readyz", health.readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/v1/files", upload.upload, methods=["POST"]),
+        Route("/v1/uploads", resumable.create, methods=["POST"]),
+        Route("/v1/uploads", resumable.options, methods=["OPTIONS"]),
+        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.head, methods=["HEAD"]),
+        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.patch, methods=["PATCH"]),
+        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.terminate, methods=["DELETE"]),
+        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.options, methods=["OPTIONS"]),
         Route("/v1/files/{file_id}", files.info, methods=["GET"]),
         Route("/v1/files/{file_id}/publish", files.publish, methods=["POST"]),
         Route("/v1/files/{file_id}/unpublish", files.unpublish, methods=["POST"]),

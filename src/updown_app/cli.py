@@ -55,6 +55,28 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_purge_uploads(args: argparse.Namespace) -> int:
+    from updown_app.metadata.db import create_engine, session_factory
+    from updown_app.metadata.upload_sessions import UploadSessions
+    from updown_app.storage import create_storage
+    from updown_app.upload_purge import purge_expired
+
+    settings = _settings(args)
+
+    async def run() -> dict[str, object]:
+        engine = create_engine(settings.resolved_database_url)
+        storage = create_storage(settings)
+        try:
+            sessions = UploadSessions(session_factory(engine))
+            return (await purge_expired(storage, sessions, settings.uploads.lease)).json()
+        finally:
+            await storage.close()
+            await engine.dispose()
+
+    print(json.dumps(asyncio.run(run())))
+    return 0
+
+
 def _client(args: argparse.Namespace) -> UpdownClient:
     url = args.url or os.environ.get("UPDOWN_URL")
     if not url:
@@ -141,6 +163,10 @@ def parser() -> argparse.ArgumentParser:
     sp = dbsub.add_parser("upgrade", help="apply Alembic migrations")
     with_config(sp)
     sp.set_defaults(func=cmd_db_upgrade)
+
+    sp = sub.add_parser("purge-uploads", help="remove expired resumable upload sessions and their parts")
+    with_config(sp)
+    sp.set_defaults(func=cmd_purge_uploads)
 
     sp = sub.add_parser("upload", help="upload a file (state: unpublished)")
     sp.add_argument("file")

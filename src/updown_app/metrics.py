@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +27,12 @@ BYTES_IN = Counter("updown_http_received_bytes_total", "Request body bytes recei
 BYTES_OUT = Counter("updown_http_sent_bytes_total", "Response body bytes sent", ["route"])
 UPLOAD_FAILURES = Counter("updown_upload_failures_total", "Uploads refused or abandoned", ["reason"])
 UPLOADED_BYTES = Counter("updown_uploaded_bytes_total", "Bytes of successful uploads")
+UPLOAD_SESSIONS_CREATED = Counter("updown_upload_sessions_created_total", "Resumable upload sessions created")
+UPLOAD_SESSIONS_LIVE = Gauge(
+    "updown_upload_sessions_live", "Open resumable upload sessions (all units; refreshed by each purge)"
+)
+UPLOAD_SESSIONS_PURGED = Counter("updown_upload_sessions_purged_total", "Expired upload sessions purged")
+UPLOAD_PURGED_BYTES = Counter("updown_upload_purged_bytes_total", "Bytes of parts removed by purges")
 
 
 access_log = logging.getLogger("updown.access")

@@ -237,6 +237,21 @@ class PrivateDownloadSettings(BaseModel):
         return self.sso.mode is not None and self.access_check.url is not None
 
 
+class UploadSettings(BaseModel):
+    """Resumable uploads (tus 1.0): sessions in the database, parts in object storage."""
+
+    expiry: int = Field(default=24 * 3600, ge=60, description="Seconds a resumable upload session lives.")
+    part_size: int = Field(
+        default=8 * MiB, ge=64 * 1024, le=512 * MiB, description="Largest part stored per write (memory bound)."
+    )
+    lease: float = Field(
+        default=10.0, gt=0, description="Seconds a PATCH holds its session without renewing (crashed units)."
+    )
+    purge_interval: float = Field(
+        default=600.0, ge=0, description="Seconds between purges of expired sessions by the service; 0: off."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="UPDOWN_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -284,6 +299,9 @@ class Settings(BaseSettings):
 
     # Private downloads: SSO tokens, the store's access checks, download links.
     private: PrivateDownloadSettings = PrivateDownloadSettings()
+
+    # Resumable uploads (tus).
+    uploads: UploadSettings = UploadSettings()
 
     lookup_cache_ttl: float = Field(
         default=1.0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from updown_app.settings import Settings
 from updown_app.storage.base import (
     ObjectInfo,
+    PartInfo,
     Storage,
     StorageAuthError,
     StorageError,
@@ -32,6 +33,7 @@ def create_storage(settings: Settings) -> Storage:
 
 __all__ = [
     "ObjectInfo",
+    "PartInfo",
     "Storage",
     "StorageAuthError",
     "StorageError",

@@ -4,12 +4,17 @@
   once the whole body arrived and matched: object stores check the MD5 themselves (Swift ``ETag``, S3
   ``Content-MD5``), the local backend checks it before its rename. If the stream raises, nothing is left behind.
 - ``get`` streams a byte range; backends fetch the range, they never slice a whole object in memory.
+- Parts (resumable uploads): ``put_part`` stores one bounded buffer under its own key and returns its MD5 (the
+  store checks it on receipt); ``assemble`` turns the parts, in order, into one object: the default re-streams
+  them through ``put`` (the caller's verifying stream), Swift writes an SLO manifest over them instead.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 
@@ -34,6 +39,22 @@ class ObjectInfo:
     key: str
     size: int
     md5: str | None = None
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    key: str
+    size: int
+    md5: str
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+async def md5_of(data: bytes) -> str:
+    """MD5 of a part, off the event loop (hashlib releases the GIL)."""
+    return await asyncio.get_running_loop().run_in_executor(None, md5_hex, data)
 
 
 class Storage(abc.ABC):
@@ -67,6 +88,39 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def check(self) -> None:
         """Raise ``StorageError`` unless the store is reachable and usable (readiness)."""
+
+    # Parts of resumable uploads ---------------------------------------------------------------------------------
+
+    async def put_part(self, key: str, data: bytes) -> str:
+        """Store one part (a bounded buffer) under ``key``; returns its MD5 hex. Not visible through ``list``
+        on backends that keep parts apart (Swift: the segment container)."""
+        md5 = await md5_of(data)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield data
+
+        await self.put(key, body(), size=len(data), md5=md5)
+        return md5
+
+    def get_part(self, key: str) -> AsyncIterator[bytes]:
+        """Stream a stored part."""
+        return self.get(key)
+
+    async def delete_part(self, key: str) -> bool:
+        return await self.delete(key)
+
+    def list_parts(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every stored part whose key starts with ``prefix`` (purges, orphan checks)."""
+        return self.list(prefix)
+
+    async def assemble(
+        self, key: str, parts: Sequence[PartInfo], body: AsyncIterator[bytes], *, size: int, md5: str
+    ) -> bool:
+        """Make ``key`` the concatenation of ``parts``. ``body`` is that concatenation, read back and verified by
+        the caller (it raises before its end on a mismatch); it must be consumed whole. Returns True when the parts
+        now belong to the object (the caller must not delete them), False when the caller should delete them."""
+        await self.put(key, body, size=size, md5=md5)
+        return False
 
     async def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:
         """A URL that fetches ``key`` (GET/HEAD, Range allowed) without credentials until it expires: a Swift

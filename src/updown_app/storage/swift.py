@@ -28,7 +28,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -38,11 +38,13 @@ import httpx
 from updown_app.settings import SwiftStorageSettings
 from updown_app.storage.base import (
     ObjectInfo,
+    PartInfo,
     Storage,
     StorageAuthError,
     StorageError,
     StorageIntegrityError,
     StorageUnavailableError,
+    md5_of,
 )
 from updown_app.storage.streams import ErrorLog, ExactBody, md5_update
 
@@ -171,6 +173,10 @@ class _Keystone:
 
     def invalidate(self) -> None:
         self.plugin.invalidate()
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 class SwiftStorage(Storage):
@@ -456,22 +462,7 @@ class SwiftStorage(Storage):
             await body.expect_end()
             if whole is not None and whole.hexdigest() != md5:
                 raise StorageIntegrityError("MD5 of the body does not match the declared MD5")
-            manifest_etag = hashlib.md5(
-                "".join(m["etag"] for m in manifest).encode(), usedforsecurity=False
-            ).hexdigest()
-            response = await self._call(
-                "PUT",
-                self._object_path(key),
-                params={"multipart-manifest": "put"},
-                headers={
-                    "ETag": manifest_etag,
-                    "Content-Type": "application/octet-stream",
-                    "X-Object-Meta-Md5": md5,
-                },
-                content=json.dumps(manifest).encode(),
-            )
-            if response.status_code not in (200, 201):
-                raise self._fail(response, f"PUT manifest {key}")
+            await self._put_manifest(key, manifest, md5)
         except BaseException as exc:
             if stored:
                 task = asyncio.ensure_future(self._delete_segments(stored))
@@ -481,6 +472,95 @@ class SwiftStorage(Storage):
                     # Usually quick; when the store is down the task keeps trying after we answered.
                     await asyncio.wait({task}, timeout=self.settings.connect_timeout + 5)
             raise
+
+    async def _put_manifest(self, key: str, manifest: list[dict[str, Any]], md5: str) -> None:
+        """The SLO manifest; Swift checks every segment's ETag and size, and our ETag over them, on receipt."""
+        manifest_etag = hashlib.md5("".join(m["etag"] for m in manifest).encode(), usedforsecurity=False).hexdigest()
+        response = await self._call(
+            "PUT",
+            self._object_path(key),
+            params={"multipart-manifest": "put"},
+            headers={"ETag": manifest_etag, "Content-Type": "application/octet-stream", "X-Object-Meta-Md5": md5},
+            content=json.dumps(manifest).encode(),
+        )
+        if response.status_code not in (200, 201):
+            raise self._fail(response, f"PUT manifest {key}")
+
+    # Parts of resumable uploads: segments in the segment container, assembled as an SLO ------------------------
+
+    def _part_path(self, key: str) -> str:
+        return self._object_path(f"{self.segment_prefix}{key}", self.segment_container)
+
+    async def put_part(self, key: str, data: bytes) -> str:
+        await self._ensure_containers()
+        md5 = await md5_of(data)
+        body = ExactBody(_once(data))
+        etag = await self._put_stream(self._part_path(key), body, len(data), {"ETag": md5}, f"PUT part {key}")
+        if etag != md5:
+            await self.delete_part(key)
+            raise StorageIntegrityError(f"swift stored part {key} with ETag {etag}, expected {md5}")
+        return md5
+
+    async def get_part(self, key: str) -> AsyncIterator[bytes]:
+        response = await self._call("GET", self._part_path(key), stream=True)
+        try:
+            if response.status_code == 404:
+                raise KeyError(key)
+            if response.status_code != 200:
+                raise self._fail(response, f"GET part {key}")
+            try:
+                async for chunk in response.aiter_raw(self.chunk_size):
+                    yield chunk
+            except (httpx.TransportError, httpx.StreamError) as exc:
+                raise StorageUnavailableError(f"swift GET part {key} broke off: {_describe(exc)}") from exc
+        finally:
+            await response.aclose()
+
+    async def delete_part(self, key: str) -> bool:
+        response = await self._call("DELETE", self._part_path(key))
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 300:
+            raise self._fail(response, f"DELETE part {key}")
+        return True
+
+    async def list_parts(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        marker = ""
+        full = f"{self.segment_prefix}{prefix}"
+        while True:
+            response = await self._call(
+                "GET",
+                self._quote(self.segment_container),
+                params={"format": "json", "prefix": full, "marker": marker, "limit": 1000},
+            )
+            if response.status_code == 404:
+                return
+            if response.status_code >= 300:
+                raise self._fail(response, "listing parts")
+            items = response.json() if response.status_code == 200 else []
+            if not items:
+                return
+            for item in items:
+                name = item["name"][len(self.segment_prefix) :]
+                yield ObjectInfo(key=name, size=int(item["bytes"]), md5=item.get("hash"))
+            marker = items[-1]["name"]
+
+    async def assemble(
+        self, key: str, parts: Sequence[PartInfo], body: AsyncIterator[bytes], *, size: int, md5: str
+    ) -> bool:
+        """An SLO manifest over the stored parts: no byte is copied. ``body`` (the caller's verification pass)
+        is read to its end first, so a mismatch raises before the object exists."""
+        if not parts or len(parts) > MAX_SEGMENTS or any(p.size > MAX_OBJECT_SIZE for p in parts):
+            return await super().assemble(key, parts, body, size=size, md5=md5)
+        async for _ in body:
+            pass
+        self._object_path(key)
+        manifest = [
+            {"path": f"/{self.segment_container}/{self.segment_prefix}{p.key}", "etag": p.md5, "size_bytes": p.size}
+            for p in parts
+        ]
+        await self._put_manifest(key, manifest, md5.lower())
+        return True
 
     async def _delete_segments(self, names: list[str]) -> None:
         remaining = list(names)
