@@ -21,7 +21,7 @@ set -a; eval "$(scripts/services/swift.sh env)"; set +a
 scripts/services/keystone.sh start >/dev/null; started+=(keystone)
 set -a; eval "$(scripts/services/keystone.sh env)"; set +a
 
-.venv/bin/ruff check src tests benchmarks
-.venv/bin/ruff format --check src tests
+.venv/bin/ruff check src tests benchmarks charms
+.venv/bin/ruff format --check src tests charms
 .venv/bin/mypy
 .venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,133 @@
+"""The typed state of a cache unit: everything the workload needs, built by the charm (src/state.py) from Juju
+config, relations and secrets, or directly by the local stack and the tests. No Juju imports here."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_SIZE = re.compile(r"^[1-9][0-9]*[KMGT]$")
+
+
+class Role(StrEnum):
+    FRONTEND = "frontend"
+    BACKEND = "backend"
+
+
+class CacheConfig(BaseModel):
+    """The charm's config options (dashes become underscores), validated."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    role: Role = Role.FRONTEND
+    public_hostname: str = ""
+    private_hostname: str = ""
+    cache_size: str = "1G"
+    grace: int = Field(3600, ge=0)
+    max_ttl: int = Field(604800, ge=1)
+    hsts_max_age: int = Field(63072000, ge=0)
+    http_port: Port = 80
+    https_port: Port = 443
+    cache_port: Port = 6081
+    health_check_interval: int = Field(5, ge=1, le=3600)
+
+    @field_validator("public_hostname", "private_hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value and not _HOSTNAME.match(value):
+            raise ValueError(f"not a hostname: {value!r}")
+        return value
+
+    @field_validator("cache_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        value = value.strip().upper()
+        if not _SIZE.match(value):
+            raise ValueError("must be a number with a K, M, G or T suffix, e.g. 4G")
+        return value
+
+    @model_validator(mode="after")
+    def _frontend_needs_hostname(self) -> CacheConfig:
+        if self.role is Role.FRONTEND and not self.public_hostname:
+            raise ValueError("public-hostname is required for role=frontend")
+        if self.private_hostname and self.private_hostname == self.public_hostname:
+            raise ValueError("private-hostname must differ from public-hostname")
+        if len({self.http_port, self.https_port, self.cache_port}) != 3:
+            raise ValueError("http-port, https-port and cache-port must differ")
+        return self
+
+
+class RingMember(BaseModel):
+    """One frontend unit's Varnish, as every HAProxy of the ring sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    unit_name: str  # "updown-cache/3"
+    address: str
+    port: Port
+
+    @property
+    def unit_number(self) -> int:
+        return int(self.unit_name.rsplit("/", 1)[1])
+
+    @property
+    def server_name(self) -> str:
+        return self.unit_name.replace("/", "-")
+
+
+class Origin(BaseModel):
+    """One updown-app unit."""
+
+    model_config = ConfigDict(frozen=True)
+
+    unit_name: str
+    address: str
+    port: Port
+    health_path: str = "/readyz"
+
+    @property
+    def server_name(self) -> str:
+        return self.unit_name.replace("/", "-")
+
+
+class TLSMaterial(BaseModel):
+    """The certificate chain (leaf first) and its private key, PEM."""
+
+    model_config = ConfigDict(frozen=True)
+
+    chain: str
+    key: str
+
+    def as_haproxy_pem(self) -> str:
+        return self.chain.strip() + "\n" + self.key.strip() + "\n"
+
+
+class CacheState(BaseModel):
+    """Everything the workload renders from. Ring members and origins are sorted, so equal inputs give
+    byte-identical configs on every unit."""
+
+    model_config = ConfigDict(frozen=True)
+
+    unit_name: str
+    address: str
+    config: CacheConfig
+    ring: tuple[RingMember, ...] = ()
+    origins: tuple[Origin, ...] = ()
+    tls: TLSMaterial | None = None
+    bind_address: str = "0.0.0.0"  # where HAProxy and Varnish listen; the stack uses one loopback address a unit
+
+    @field_validator("ring")
+    @classmethod
+    def _sort_ring(cls, ring: tuple[RingMember, ...]) -> tuple[RingMember, ...]:
+        return tuple(sorted(ring, key=lambda m: m.unit_number))
+
+    @field_validator("origins")
+    @classmethod
+    def _sort_origins(cls, origins: tuple[Origin, ...]) -> tuple[Origin, ...]:
+        return tuple(sorted(origins, key=lambda o: o.unit_name))

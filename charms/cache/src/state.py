@@ -1,0 +1,93 @@
+"""Build the typed CacheState from Juju: config, the peer ring, the `app` relation and TLS material. Every
+problem becomes a StateError with the message the unit shows (collect-status)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import ops
+import pydantic
+
+from interface import AppUnitData, RingUnitData
+from models import CacheConfig, Origin, RingMember, TLSMaterial
+
+logger = logging.getLogger(__name__)
+
+RING = "ring"
+APP = "app"
+CERTIFICATES = "certificates"
+
+
+class CharmConfig(CacheConfig):
+    """CacheConfig plus the options that only mean something to Juju."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="ignore", arbitrary_types_allowed=True)
+
+    tls_secret_id: ops.Secret | None = None
+
+
+@dataclass(frozen=True)
+class StateError(Exception):
+    status: ops.StatusBase
+
+    def __str__(self) -> str:
+        return self.status.message
+
+
+def load_config(charm: ops.CharmBase) -> CharmConfig:
+    try:
+        return charm.load_config(CharmConfig)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).replace('_', '-') or 'config'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise StateError(ops.BlockedStatus(f"invalid config: {problems}")) from exc
+
+
+def unit_address(charm: ops.CharmBase) -> str:
+    binding = charm.model.get_binding(RING)
+    address = binding.network.bind_address if binding else None
+    if address is None:
+        raise StateError(ops.WaitingStatus("waiting for a network address"))
+    return str(address)
+
+
+def ring_members(charm: ops.CharmBase, me: RingMember) -> tuple[RingMember, ...]:
+    """This unit plus every peer that published its Varnish; peers without (valid) data are skipped."""
+    members = [me]
+    relation = charm.model.get_relation(RING)
+    for unit in relation.units if relation else ():
+        try:
+            data = RingUnitData.load(relation.data[unit])  # type: ignore[union-attr]
+        except pydantic.ValidationError:
+            logger.info("peer %s has not published its address yet", unit.name)
+            continue
+        members.append(RingMember(unit_name=unit.name, address=data.address, port=data.port))
+    return tuple(members)
+
+
+def origins(charm: ops.CharmBase) -> tuple[Origin, ...]:
+    found: list[Origin] = []
+    for relation in charm.model.relations[APP]:
+        for unit in relation.units:
+            try:
+                data = AppUnitData.load(relation.data[unit])
+            except pydantic.ValidationError:
+                logger.info("app unit %s has not published its address yet", unit.name)
+                continue
+            found.append(
+                Origin(unit_name=unit.name, address=data.address, port=data.port, health_path=data.health_path)
+            )
+    return tuple(found)
+
+
+def tls_from_secret(secret: ops.Secret) -> TLSMaterial:
+    try:
+        content = secret.get_content(refresh=True)
+    except (ops.SecretNotFoundError, ops.ModelError) as exc:
+        raise StateError(ops.BlockedStatus("tls-secret-id: secret not found or not granted")) from exc
+    if not content.get("certificate") or not content.get("key"):
+        raise StateError(ops.BlockedStatus('tls-secret-id: the secret needs keys "certificate" and "key"'))
+    return TLSMaterial(chain=content["certificate"], key=content["key"])
