@@ -215,3 +215,40 @@ def test_expired_url_is_refused(server: ServerProcess) -> None:
     old = upload_urls.upload_path(server.keys[kid].encode(), sid, past, kid)
     with server.http() as http:
         assert http.head(old, headers=TUS).status_code == 410
+
+
+def test_concurrent_patches_one_wins(server: ServerProcess) -> None:
+    import threading
+
+    data = os.urandom(CHUNK)
+    url = _create(server, data, package="race")
+    started = threading.Event()
+    release = threading.Event()
+    result: dict[str, int] = {}
+
+    def slow_body() -> Iterator[bytes]:
+        yield data[:1000]
+        started.set()
+        release.wait(10)
+        yield data[1000:]
+
+    def first_streaming() -> None:
+        with server.http() as http:
+            headers = {**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+            headers["Content-Length"] = str(len(data))
+            result["first"] = http.patch(url, content=slow_body(), headers=headers).status_code
+
+    t = threading.Thread(target=first_streaming)
+    t.start()
+    assert started.wait(10)
+    time.sleep(0.3)
+    with server.http() as http:
+        second = _patch(http, url, 0, data)
+    release.set()
+    t.join(20)
+    assert second.status_code == 409
+    assert result["first"] == 204
+    with server.http() as http:
+        r = http.head(url, headers=TUS)
+    assert r.headers["upload-offset"] == str(len(data)) and r.headers["updown-file-id"]
+    assert _parts(server) == []
