@@ -9,6 +9,10 @@ parts and the new offset are committed in the database under the session's lease
 win (the other gets ``409``). On the last byte the parts are read back once, size, MD5 and SHA-256 are checked
 against the signed values, and the parts are assembled into the content-addressed object: the file then exists,
 unpublished, exactly like a simple upload. A mismatch discards the session and every part.
+
+Hash state: a unit keeps the running digests of the sessions it is writing (``_HashStates``) while it stores
+each part, so when the same unit received every chunk, nothing is read back; when chunks went to several units
+(hashlib state can't be exported to the database), the unit that receives the last byte reads the parts back once.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from updown_app.api.upload import object_key, parse_fields
 from updown_app.auth import upload_urls
 from updown_app.context import AppContext, ctx
 from updown_app.errors import ApiError
-from updown_app.hashing import Declared, DigestMismatchError, MultiHasher, verified_stream
+from updown_app.hashing import Declared, DigestMismatchError, MultiHasher, check, verified_stream
 from updown_app.metadata.models import File, FileState, UploadPart, UploadSession
 from updown_app.metadata.repository import DuplicateFileError, utcnow
 from updown_app.metadata.upload_sessions import UploadSessions
@@ -46,6 +50,33 @@ TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUMS = {"md5": "md5", "sha1": "sha1", "sha256": "sha256"}
 OCTETS = "application/offset+octet-stream"
+
+
+class _HashStates:
+    """Running digests of the sessions this process is writing: session id -> (offset covered, hasher)."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._states: dict[str, tuple[int, MultiHasher]] = {}
+
+    def take(self, session_id: str, offset: int) -> MultiHasher | None:
+        """The hasher covering exactly ``offset`` bytes, a new one at offset 0, else None (removed: the caller
+        puts it back only after its bytes were committed)."""
+        state = self._states.pop(session_id, None)
+        if state is not None and state[0] == offset:
+            return state[1]
+        return MultiHasher() if offset == 0 else None
+
+    def put(self, session_id: str, hasher: MultiHasher) -> None:
+        if len(self._states) >= self.max_entries:
+            self._states.pop(next(iter(self._states)))
+        self._states[session_id] = (hasher.size, hasher)
+
+    def drop(self, session_id: str) -> None:
+        self._states.pop(session_id, None)
+
+
+HASH_STATES = _HashStates()
 
 
 def part_prefix(session_id: str) -> str:
@@ -289,6 +320,7 @@ async def _append(
     if length is not None and offset + length > session.size:
         raise _error(413, "too_large", f"the body goes past Upload-Length ({session.size})")
     checksum = _checksum(request)
+    loop = asyncio.get_running_loop()
     token = secrets.token_hex(16)
     if not await sessions.acquire(session.id, offset, token, settings.lease):
         raise _error(409, "offset_mismatch", "the offset changed or another request is writing to this upload")
@@ -296,16 +328,21 @@ async def _append(
     storage = context.storage
     written: list[UploadPart] = []
     committed = False
+    hasher = HASH_STATES.take(session.id, offset)
     try:
         position = offset
         try:
             async for data in _parts_of(request.stream(), settings.part_size):
                 if position + len(data) > session.size:
                     raise _error(413, "too_large", f"the body goes past Upload-Length ({session.size})")
-                if checksum is not None:
-                    await asyncio.get_running_loop().run_in_executor(None, checksum[0].update, data)
                 key = f"{part_prefix(session.id)}{position:016d}-{secrets.token_hex(4)}"
-                md5 = await storage.put_part(key, data)
+                # Storing the part, the running digests and the chunk checksum overlap (hashlib releases the GIL).
+                work: list[Any] = [storage.put_part(key, data)]
+                if hasher is not None:
+                    work.append(hasher.update_in_threads(loop, data))
+                if checksum is not None:
+                    work.append(loop.run_in_executor(None, checksum[0].update, data))
+                md5 = (await asyncio.gather(*work))[0]
                 written.append(UploadPart(session_id=session.id, offset=position, size=len(data), md5=md5, key=key))
                 position += len(data)
         except ClientDisconnect:
@@ -325,8 +362,10 @@ async def _append(
         committed = True
         headers = {"upload-offset": str(position)}
         if position == session.size:
-            file_id = await _finish(context, sessions, session, token)
+            file_id = await _finish(context, sessions, session, token, hasher)
             headers["updown-file-id"] = file_id
+        elif hasher is not None:
+            HASH_STATES.put(session.id, hasher)
         return headers
     finally:
         heartbeat.cancel()
@@ -344,22 +383,35 @@ async def _read_parts(storage: Storage, parts: Sequence[PartInfo]) -> AsyncItera
             yield chunk
 
 
-async def _finish(context: AppContext, sessions: UploadSessions, session: UploadSession, token: str) -> str:
-    """Verify the whole upload against the signed values and make it a file; on a mismatch discard everything."""
+async def _finish(
+    context: AppContext, sessions: UploadSessions, session: UploadSession, token: str, running: MultiHasher | None
+) -> str:
+    """Verify the whole upload against the signed values and make it a file; on a mismatch discard everything.
+    ``running``: this unit's digests of every byte, when it received them all; else the parts are read back."""
     storage = context.storage
     recorded = await sessions.parts(session.id)
     parts = [PartInfo(p.key, p.size, p.md5) for p in recorded]
     declared = Declared(size=session.size, md5=session.md5, sha256=session.sha256)
-    hasher = MultiHasher()
-    body = verified_stream(_read_parts(storage, parts), declared, hasher, context.settings.chunk_size)
     existing = await context.repository.object_for_sha256(session.sha256)
+    if existing is not None and await storage.head(existing) is None:
+        existing = None
     owned = False
     created = False
     try:
-        if existing is not None and await storage.head(existing) is not None:
-            async for _ in body:  # identical content is stored once; still verify what was uploaded
-                pass
-            key = existing
+        hasher: MultiHasher
+        body: AsyncIterator[bytes]
+        if running is not None and running.size == session.size:
+            hasher = running
+            check(hasher.digests(), declared)
+            body = _read_parts(storage, parts)  # read only by backends that copy the parts
+        else:
+            hasher = MultiHasher()
+            body = verified_stream(_read_parts(storage, parts), declared, hasher, context.settings.chunk_size)
+            if existing is not None or storage.assembles_in_place(parts):
+                async for _ in body:  # one verifying read of everything
+                    pass
+        if existing is not None:
+            key = existing  # identical content is stored once
         else:
             key = object_key(session.sha256)
             owned = await storage.assemble(key, parts, body, size=session.size, md5=session.md5)

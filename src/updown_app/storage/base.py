@@ -113,12 +113,17 @@ class Storage(abc.ABC):
         """Every stored part whose key starts with ``prefix`` (purges, orphan checks)."""
         return self.list(prefix)
 
+    def assembles_in_place(self, parts: Sequence[PartInfo]) -> bool:
+        """True when ``assemble`` makes the object from the stored parts without reading ``body``."""
+        return False
+
     async def assemble(
         self, key: str, parts: Sequence[PartInfo], body: AsyncIterator[bytes], *, size: int, md5: str
     ) -> bool:
-        """Make ``key`` the concatenation of ``parts``. ``body`` is that concatenation, read back and verified by
-        the caller (it raises before its end on a mismatch); it must be consumed whole. Returns True when the parts
-        now belong to the object (the caller must not delete them), False when the caller should delete them."""
+        """Make ``key`` the concatenation of ``parts``. ``body`` is that concatenation read back (verified by the
+        caller where needed); backends that copy consume it whole, backends that ``assembles_in_place`` leave it
+        unread. Returns True when the parts now belong to the object (the caller must not delete them), False when
+        the caller should delete them."""
         await self.put(key, body, size=size, md5=md5)
         return False
 

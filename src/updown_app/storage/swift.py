@@ -545,16 +545,16 @@ class SwiftStorage(Storage):
                 yield ObjectInfo(key=name, size=int(item["bytes"]), md5=item.get("hash"))
             marker = items[-1]["name"]
 
+    def assembles_in_place(self, parts: Sequence[PartInfo]) -> bool:
+        return 0 < len(parts) <= MAX_SEGMENTS and all(p.size <= MAX_OBJECT_SIZE for p in parts)
+
     async def assemble(
         self, key: str, parts: Sequence[PartInfo], body: AsyncIterator[bytes], *, size: int, md5: str
     ) -> bool:
-        """An SLO manifest over the stored parts: no byte is copied. ``body`` (the caller's verification pass)
-        is read to its end first, so a mismatch raises before the object exists."""
-        if not parts or len(parts) > MAX_SEGMENTS or any(p.size > MAX_OBJECT_SIZE for p in parts):
+        """An SLO manifest over the stored parts: no byte is copied and ``body`` is not read. Swift checks every
+        segment's ETag and size against the manifest."""
+        if not self.assembles_in_place(parts):
             return await super().assemble(key, parts, body, size=size, md5=md5)
-        async for _ in body:
-            pass
-        self._object_path(key)
         manifest = [
             {"path": f"/{self.segment_container}/{self.segment_prefix}{p.key}", "etag": p.md5, "size_bytes": p.size}
             for p in parts
