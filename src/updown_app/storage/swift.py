@@ -493,9 +493,11 @@ class SwiftStorage(Storage):
 
     async def put_part(self, key: str, data: bytes) -> str:
         await self._ensure_containers()
-        md5 = await md5_of(data)
+        # The MD5 is computed while the part is sent; Swift answers with the MD5 of what it stored (its ETag).
         body = ExactBody(_once(data))
-        etag = await self._put_stream(self._part_path(key), body, len(data), {"ETag": md5}, f"PUT part {key}")
+        md5, etag = await asyncio.gather(
+            md5_of(data), self._put_stream(self._part_path(key), body, len(data), {}, f"PUT part {key}")
+        )
         if etag != md5:
             await self.delete_part(key)
             raise StorageIntegrityError(f"swift stored part {key} with ETag {etag}, expected {md5}")
