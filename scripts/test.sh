@@ -20,6 +20,9 @@ set -a; eval "$(scripts/services/swift.sh env)"; set +a
 # Keystone v3 and a Keystone-auth Swift proxy (~25 s the first time): UPDOWN_TEST_KEYSTONE_*.
 scripts/services/keystone.sh start >/dev/null; started+=(keystone)
 set -a; eval "$(scripts/services/keystone.sh env)"; set +a
+# The caching tier (scripts/stack.sh: updown serve behind two HAProxy + Varnish frontend units): UPDOWN_TEST_STACK_*.
+scripts/stack.sh start >/dev/null; started+=(../stack)
+set -a; eval "$(scripts/stack.sh env)"; set +a
 
 .venv/bin/ruff check src tests benchmarks charms
 .venv/bin/ruff format --check src tests charms
