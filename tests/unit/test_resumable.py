@@ -252,3 +252,11 @@ def test_concurrent_patches_one_wins(server: ServerProcess) -> None:
         r = http.head(url, headers=TUS)
     assert r.headers["upload-offset"] == str(len(data)) and r.headers["updown-file-id"]
     assert _parts(server) == []
+
+
+def test_empty_file_is_complete_at_creation(server: ServerProcess) -> None:
+    fields = fields_for(b"", package="empty")
+    with server.http() as http:
+        r = http.post("/v1/uploads", headers=creation_headers(server, fields))
+        assert r.status_code == 201, r.text
+        assert r.headers["upload-offset"] == "0" and r.headers["updown-file-id"]

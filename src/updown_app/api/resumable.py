@@ -205,7 +205,7 @@ async def create(request: Request) -> Response:
     location = upload_urls.upload_path(context.verifier.keys[key_id], session.id, int(expires.timestamp()), key_id)
     headers = {"location": location, "upload-expires": _expires_header(expires)}
     log.info("upload session created", extra={"session": session.id, "size": session.size, "key_id": key_id})
-    if request.headers.get("content-type") == OCTETS:  # creation-with-upload
+    if request.headers.get("content-type") == OCTETS or session.size == 0:  # creation-with-upload; empty file
         result = await _append(context, request, sessions, session, 0)
         headers.update(result)
     else:
