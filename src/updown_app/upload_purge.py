@@ -37,7 +37,11 @@ async def purge_expired(storage: Storage, sessions: UploadSessions, lease: float
             report.sessions.append(session.id)
             if not await sessions.claim_for_removal(session.id, secrets.token_hex(16), lease, expired_only=True):
                 continue  # another unit is on it
-            removed = await discard(storage, sessions, session.id)
+            if session.state == "open":
+                removed = await discard(storage, sessions, session.id)
+            else:  # a finished upload's parts were removed, or became its object's segments, when it finished
+                await sessions.remove(session.id)
+                removed = 0
             report.bytes += removed
             metrics.UPLOAD_PURGED_BYTES.inc(removed)
             metrics.UPLOAD_SESSIONS_PURGED.inc()

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -108,6 +111,16 @@ def pair(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str) -> I
         srv.stop()
 
 
+async def _expire_sessions(url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute("UPDATE upload_sessions SET expires_at = now() - interval '1 hour'")
+    finally:
+        await conn.close()
+
+
 def _patch_then_die(srv: ServerProcess, url: str, offset: int, data: bytes) -> None:
     """A PATCH that sends part of its chunk, then the process handling it is killed (SIGKILL)."""
 
@@ -182,4 +195,20 @@ def test_tuspy_across_two_processes_with_a_kill(pair: list[ServerProcess], size:
         for piece in got.iter_bytes(MiB):
             digest.update(piece)
     assert digest.hexdigest() == fields["sha256"]
+    # Purging the finished (now expired) session leaves the file whole.
+    asyncio.run(_expire_sessions(live.env["UPDOWN_DATABASE_URL"]))
+    out = subprocess.run(
+        [sys.executable, "-m", "updown_app", "purge-uploads"],
+        env={**os.environ, **live.env},
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    assert json.loads(out)["purged_sessions"] == 1
+    with live.http() as http:
+        tail = http.get("/tus-cluster/1/big.tar", headers={"Range": f"bytes={size - MiB}-"})
+        assert tail.status_code == 206
+    with path.open("rb") as f:
+        f.seek(size - MiB)
+        assert tail.content == f.read()
     assert leftover_parts(live.env, f"sha256/{fields['sha256'][:2]}/{fields['sha256']}") == []
