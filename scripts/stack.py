@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -47,6 +48,25 @@ def wait_http(url: str, context: ssl.SSLContext | None = None, headers: dict[str
             if time.monotonic() > deadline:
                 raise SystemExit(f"{url} did not come up: {exc}") from exc
             time.sleep(0.2)
+
+
+def wait_ring_up(admin_socket: Path, members: int) -> None:
+    """Until this HAProxy sees every ring member UP (its stats socket)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(str(admin_socket))
+                sock.sendall(b"show stat\n")
+                stat = b"".join(iter(lambda: sock.recv(65536), b"")).decode()
+            up = [line for line in stat.splitlines() if line.startswith("ring,updown-cache-") and ",UP," in line]
+            if len(up) == members:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the ring did not come up in {admin_socket}")
+        time.sleep(0.2)
 
 
 def unit_states(p: dict[str, int], tls: TLSMaterial) -> list[CacheState]:
@@ -109,13 +129,16 @@ def start(run: Path, base: int) -> None:
     wait_http(f"http://127.0.0.1:{p['app']}/healthz", headers={"X-Forwarded-Proto": "https"})
 
     tls = TLSMaterial(chain=chain, key=key)
-    for i, state in enumerate(unit_states(p, tls)):
+    states = unit_states(p, tls)
+    layouts = [workload.Layout.under(run / f"unit{i}") for i in range(UNITS)]
+    # Every Varnish first, then every HAProxy: a ring member seen down at start-up stays out of the ring until
+    # `rise` checks pass, and the two units would disagree about owners meanwhile.
+    for i, (state, layout) in enumerate(zip(states, layouts, strict=True)):
         unit = run / f"unit{i}"
-        layout = workload.Layout.under(unit)
         workload.write_files(workload.rendered_files(state, layout), private=frozenset({layout.tls_pem}))
         (unit / "state.json").write_text(state.model_dump_json(indent=2, exclude={"tls"}))
         layout.haproxy_socket.parent.mkdir(parents=True, exist_ok=True)
-        varnish_pid, haproxy_pid = unit / "varnishd.pid", unit / "haproxy.pid"
+        varnish_pid = unit / "varnishd.pid"
         subprocess.run(
             ["varnishd", "-j", "none", "-n", str(unit / "varnish"), "-T", f"127.0.0.1:{p[f'admin{i}']}", "-S", "none",
              "-P", str(varnish_pid), *workload.varnishd_args(state, layout.vcl)],
@@ -123,9 +146,14 @@ def start(run: Path, base: int) -> None:
         )  # fmt: skip
         pids.append((f"varnish{i}", varnish_pid))
         record()
+        wait_http(f"http://127.0.0.1:{p[f'cache{i}']}{workload.CACHE_HEALTH_PATH}")
+    for i, layout in enumerate(layouts):
+        haproxy_pid = run / f"unit{i}" / "haproxy.pid"
         subprocess.run(["haproxy", "-D", "-p", str(haproxy_pid), "-f", str(layout.haproxy_cfg)], check=True)
         pids.append((f"haproxy{i}", haproxy_pid))
         record()
+    for layout in layouts:
+        wait_ring_up(layout.haproxy_socket, UNITS)
 
     context = ssl.create_default_context(cafile=str(run / "ca.pem"))
     for i in range(UNITS):
@@ -141,6 +169,7 @@ def start(run: Path, base: int) -> None:
         f"UPDOWN_TEST_STACK_KEY_ID={key_id}\n"
         f"UPDOWN_TEST_STACK_KEY={secret}\n"
         f"UPDOWN_TEST_STACK_APP=http://127.0.0.1:{p['app']}\n"
+        f"UPDOWN_TEST_STACK_APP_PID={app.pid}\n"
     )
     print(f"stack up: frontends {frontends}; env in {run / 'stack.env'}")
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import collections
 import os
 import secrets
+import signal
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,3 +110,44 @@ def test_purge_only_from_the_app_units(http, stack, frontends, published) -> Non
     assert r.status_code == 200
     assert http.get(frontends[1] + path).headers["X-Cache"] == "MISS"
     assert http.get(frontends[0] + path).headers["X-Cache"] == "HIT"
+
+
+def test_private_host_and_api_never_touch_a_cache(http, frontends) -> None:
+    """The private hostname and the API go straight to the app: no cache header, whichever frontend."""
+    for frontend in frontends:
+        r = http.get(frontend + "/some/1/file.deb", headers={"Host": "private.localhost"})
+        assert r.status_code in (401, 404, 503), r.status_code
+        assert "X-Cache" not in r.headers and "X-Cache-Unit" not in r.headers
+        r = http.get(frontend + "/v1/files/0123")
+        assert r.status_code in (401, 403, 404), r.status_code
+        assert "X-Cache" not in r.headers
+
+
+def test_app_down_cached_files_still_served_uncached_503(http, stack, frontends, published) -> None:
+    """Last in this module: freezes the app (SIGSTOP) and resumes it."""
+    cached = published[2]
+    assert http.get(frontends[0] + cached).status_code == 200
+    pid = int(stack["APP_PID"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # Each unit's probes (1 s apart) mark the frozen app sick within a few seconds. A fresh URL each try: a
+        # request sent before that waits on the frozen app, and Varnish queues later ones for that URL behind it.
+        caches = [item.split("=", 1)[1] for item in stack["CACHES"].split(",")]
+        deadline = time.monotonic() + 20
+        for cache in caches:
+            for attempt in range(1000):
+                try:
+                    url = f"{cache}{published[3]}?try={attempt}"
+                    status = httpx.get(url, headers={"Host": "localhost"}, timeout=2).status_code
+                except httpx.TimeoutException:
+                    status = None
+                if status == 503 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert status == 503, cache
+        for frontend in frontends:
+            r = http.get(frontend + cached)
+            assert r.status_code == 200 and r.headers["X-Cache"] == "HIT"
+            assert http.get(frontend + published[4] + "?after", timeout=5).status_code == 503
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -118,6 +118,7 @@ def render_haproxy(state: CacheState, layout: Layout) -> str:
 def render_vcl(state: CacheState) -> str:
     cfg = state.config
     interval = cfg.health_check_interval
+    probe_timeout = "2s" if interval > 2 else "500ms"  # a probe must time out before the next one is due
     out = [
         "vcl 4.1;",
         "# Rendered by the updown-cache charm (workload.render_vcl); do not edit.",
@@ -147,7 +148,7 @@ def render_vcl(state: CacheState) -> str:
             '            "X-Forwarded-Proto: https"',
             '            "Connection: close";',
             f"        .interval = {interval}s;",
-            "        .timeout = 2s;",
+            f"        .timeout = {probe_timeout};",
             "        .window = 3;",
             "        .threshold = 2;",
             "        .initial = 2;",
