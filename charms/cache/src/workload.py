@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,7 +312,8 @@ def install() -> None:
 def check_configs(layout: Layout) -> None:
     """Refuse to reload into a config the binaries reject."""
     run(["haproxy", "-c", "-q", "-f", str(layout.haproxy_cfg)])
-    run(["varnishd", "-C", "-f", str(layout.vcl), "-n", "/tmp/updown-cache-vcl-check"])  # noqa: S108
+    with tempfile.TemporaryDirectory(prefix="updown-vcl-check-") as workdir:
+        run(["varnishd", "-C", "-f", str(layout.vcl), "-n", workdir])
 
 
 def apply(state: CacheState, layout: Layout) -> set[Path]:
