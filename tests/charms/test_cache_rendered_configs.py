@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,15 @@ def test_ring_is_identical_on_every_unit(tls_pair) -> None:
         return cfg[cfg.index("backend ring") : cfg.index("backend app")]
 
     assert backend_ring(workload.render_haproxy(a, layout)) == backend_ring(workload.render_haproxy(b, layout))
+
+
+def test_check_configs_as_the_unit_runs_it(tls_pair) -> None:
+    """workload.check_configs, unmocked (varnishd in its default jail), on files written by workload.write_files."""
+    need("haproxy"), need("varnishd")
+    with tempfile.TemporaryDirectory() as root:
+        Path(root).chmod(0o755)  # like /etc: readable by varnish's unprivileged user
+        layout = workload.Layout.under(Path(root))
+        state = make_state(tls_pair, "three-units-two-apps")
+        workload.write_files(workload.rendered_files(state, layout), private=frozenset({layout.tls_pem}))
+        workload.check_configs(layout)
+        assert (layout.tls_pem.stat().st_mode & 0o777) == 0o600 and (layout.vcl.stat().st_mode & 0o777) == 0o644

@@ -313,6 +313,7 @@ def check_configs(layout: Layout) -> None:
     """Refuse to reload into a config the binaries reject."""
     run(["haproxy", "-c", "-q", "-f", str(layout.haproxy_cfg)])
     with tempfile.TemporaryDirectory(prefix="updown-vcl-check-") as workdir:
+        Path(workdir).chmod(0o755)  # varnishd compiles as its unprivileged jail user
         run(["varnishd", "-C", "-f", str(layout.vcl), "-n", workdir])
 
 
