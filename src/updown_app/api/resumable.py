@@ -34,12 +34,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from updown_app import metrics
-from updown_app.api.upload import object_key, parse_fields
+from updown_app.api.upload import file_record, object_key, parse_fields
 from updown_app.auth import upload_urls
 from updown_app.context import AppContext, ctx
 from updown_app.errors import ApiError
 from updown_app.hashing import Declared, DigestMismatchError, MultiHasher, check, verified_stream
-from updown_app.metadata.models import File, FileState, UploadPart, UploadSession
+from updown_app.metadata.models import UploadPart, UploadSession
 from updown_app.metadata.repository import DuplicateFileError, utcnow
 from updown_app.metadata.upload_sessions import UploadSessions
 from updown_app.storage.base import PartInfo, Storage, StorageIntegrityError, StorageUnavailableError
@@ -421,22 +421,14 @@ async def _finish(
         await discard(storage, sessions, session.id)
         metrics.UPLOAD_FAILURES.labels(reason=f"{field}_mismatch").inc()
         raise _error(400, f"{field}_mismatch", f"the upload does not match what was signed: {exc}") from None
-    d = hasher.digests()
-    record = File(
-        id=uuid.uuid4().hex,
+    record = file_record(
+        hasher.digests(),
         package=session.package,
         revision=session.revision,
         filename=session.filename,
-        size=d.size,
-        md5=d.md5,
-        sha1=d.sha1,
-        sha256=d.sha256,
-        sha512=d.sha512,
-        object_key=key,
         visibility=session.visibility,
-        state=FileState.unpublished.value,
-        created_by=session.key_id,
-        created_at=utcnow(),
+        key=key,
+        key_id=session.key_id,
     )
     try:
         await context.repository.add(record, session.key_id)

@@ -21,7 +21,7 @@ from updown_app.api.files import file_json
 from updown_app.api.multipart import MAX_FIELD_BYTES, MAX_FIELDS, MultipartReader, boundary_of
 from updown_app.context import AppContext, ctx
 from updown_app.errors import ApiError
-from updown_app.hashing import Declared, DigestMismatchError, MultiHasher, verified_stream
+from updown_app.hashing import Declared, DigestMismatchError, Digests, MultiHasher, verified_stream
 from updown_app.metadata.models import File, FileState, Visibility
 from updown_app.metadata.repository import DuplicateFileError, utcnow
 from updown_app.storage.base import StorageIntegrityError, StorageUnavailableError
@@ -107,7 +107,31 @@ async def _drain(stream: AsyncIterator[bytes]) -> None:
         pass
 
 
-async def store(context: AppContext, upload: UploadFields, body: AsyncIterator[bytes]) -> tuple[str, bool, File]:
+def file_record(
+    digests: Digests, *, package: str, revision: str, filename: str, visibility: str, key: str, key_id: str
+) -> File:
+    """The unpublished record of a verified upload (simple or resumable)."""
+    return File(
+        id=uuid.uuid4().hex,
+        package=package,
+        revision=revision,
+        filename=filename,
+        size=digests.size,
+        md5=digests.md5,
+        sha1=digests.sha1,
+        sha256=digests.sha256,
+        sha512=digests.sha512,
+        object_key=key,
+        visibility=visibility,
+        state=FileState.unpublished.value,
+        created_by=key_id,
+        created_at=utcnow(),
+    )
+
+
+async def store(
+    context: AppContext, upload: UploadFields, body: AsyncIterator[bytes], key_id: str
+) -> tuple[str, bool, File]:
     """Stream and verify the body; returns the object key, whether this upload created it, and the record."""
     hasher = MultiHasher()
     checked = verified_stream(body, upload.declared, hasher, context.settings.chunk_size)
@@ -119,22 +143,14 @@ async def store(context: AppContext, upload: UploadFields, body: AsyncIterator[b
     else:
         key, created = object_key(upload.declared.sha256), True
         await context.storage.put(key, checked, size=upload.declared.size, md5=upload.declared.md5)
-    d = hasher.digests()
-    record = File(
-        id=uuid.uuid4().hex,
+    record = file_record(
+        hasher.digests(),
         package=upload.package,
         revision=upload.revision,
         filename=upload.filename,
-        size=d.size,
-        md5=d.md5,
-        sha1=d.sha1,
-        sha256=d.sha256,
-        sha512=d.sha512,
-        object_key=key,
         visibility=upload.visibility.value,
-        state=FileState.unpublished.value,
-        created_by="",
-        created_at=utcnow(),
+        key=key,
+        key_id=key_id,
     )
     return key, created, record
 
@@ -169,7 +185,7 @@ async def _upload(context: AppContext, request: Request) -> Response:
     if await context.repository.name_taken(parsed.package, parsed.revision, parsed.filename):
         raise ApiError(409, "duplicate", "a file with this package, revision and filename exists")
     try:
-        key, created, record = await store(context, parsed, reader.file_data())
+        key, created, record = await store(context, parsed, reader.file_data(), key_id)
     except DigestMismatchError as exc:
         raise _bad(f"{exc.field}_mismatch", str(exc)) from None
     except StorageIntegrityError as exc:
@@ -178,7 +194,6 @@ async def _upload(context: AppContext, request: Request) -> Response:
         raise ApiError(
             503, "storage_unavailable", "the object store is unavailable; retry later", {"retry-after": "30"}
         ) from None
-    record.created_by = key_id
     try:
         await context.repository.add(record, key_id)
     except DuplicateFileError:

@@ -213,15 +213,7 @@ class S3Storage(Storage):
 
     async def _put_multipart(self, key: str, body: ExactBody, size: int, md5: str) -> None:
         part_size = max(self.settings.part_size, math.ceil(size / MAX_PARTS))
-        created = await self._do(
-            f"create multipart upload {key}",
-            "create_multipart_upload",
-            Bucket=self.bucket,
-            Key=key,
-            ContentType="application/octet-stream",
-            Metadata={"md5": md5},
-        )
-        upload_id: str = created["UploadId"]
+        upload_id = await self._create_multipart(key, md5)
         # The app's verified body already checked the whole MD5; other callers get it checked here.
         whole = None if body.verifies_md5 else hashlib.md5(usedforsecurity=False)
         parts: list[dict[str, Any]] = []
@@ -249,20 +241,9 @@ class S3Storage(Storage):
             await body.expect_end()
             if whole is not None and whole.hexdigest() != md5:
                 raise StorageIntegrityError("MD5 of the body does not match the declared MD5")
-            await self._do(
-                f"complete multipart upload {key}",
-                "complete_multipart_upload",
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )
+            await self._complete_multipart(key, upload_id, parts)
         except BaseException as exc:
-            task = asyncio.ensure_future(self._abort(key, upload_id))
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
-            if not isinstance(exc, asyncio.CancelledError):
-                await asyncio.wait({task}, timeout=self.settings.connect_timeout + 5)
+            await self._abort_after(exc, key, upload_id)
             raise
 
     def assembles_in_place(self, parts: Sequence[PartInfo]) -> bool:
@@ -277,15 +258,7 @@ class S3Storage(Storage):
         if not self.assembles_in_place(parts):
             return await super().assemble(key, parts, body, size=size, md5=md5)
         await self._ensure_bucket()
-        created = await self._do(
-            f"create multipart upload {key}",
-            "create_multipart_upload",
-            Bucket=self.bucket,
-            Key=key,
-            ContentType="application/octet-stream",
-            Metadata={"md5": md5.lower()},
-        )
-        upload_id: str = created["UploadId"]
+        upload_id = await self._create_multipart(key, md5)
         done: list[dict[str, Any]] = []
         try:
             for number, part in enumerate(parts, start=1):
@@ -302,22 +275,41 @@ class S3Storage(Storage):
                 if etag.strip('"') != part.md5:
                     raise StorageIntegrityError(f"s3 copied part {part.key} with ETag {etag}, expected {part.md5}")
                 done.append({"ETag": etag, "PartNumber": number})
-            await self._do(
-                f"complete multipart upload {key}",
-                "complete_multipart_upload",
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": done},
-            )
+            await self._complete_multipart(key, upload_id, done)
         except BaseException as exc:
-            task = asyncio.ensure_future(self._abort(key, upload_id))
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
-            if not isinstance(exc, asyncio.CancelledError):
-                await asyncio.wait({task}, timeout=self.settings.connect_timeout + 5)
+            await self._abort_after(exc, key, upload_id)
             raise
         return False
+
+    async def _create_multipart(self, key: str, md5: str) -> str:
+        created = await self._do(
+            f"create multipart upload {key}",
+            "create_multipart_upload",
+            Bucket=self.bucket,
+            Key=key,
+            ContentType="application/octet-stream",
+            Metadata={"md5": md5.lower()},
+        )
+        upload_id: str = created["UploadId"]
+        return upload_id
+
+    async def _complete_multipart(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
+        await self._do(
+            f"complete multipart upload {key}",
+            "complete_multipart_upload",
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+
+    async def _abort_after(self, exc: BaseException, key: str, upload_id: str) -> None:
+        """Abort a failed multipart upload in the background (it survives cancellation); wait a bounded time."""
+        task = asyncio.ensure_future(self._abort(key, upload_id))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        if not isinstance(exc, asyncio.CancelledError):
+            await asyncio.wait({task}, timeout=self.settings.connect_timeout + 5)
 
     async def _abort(self, key: str, upload_id: str) -> None:
         for attempt in range(8):
