@@ -252,6 +252,39 @@ class UploadSettings(BaseModel):
     )
 
 
+class CacheSettings(BaseModel):
+    """The caching tier in front of and behind the app (charms/cache). The updown-app charm fills these from the
+    cache relations; the local stack sets them directly."""
+
+    frontends: list[str] = Field(
+        default_factory=list,
+        description="Varnish of every frontend cache unit (http://address:port): purged on unpublish.",
+    )
+    backends: dict[str, str] = Field(
+        default_factory=dict,
+        description="{unit name: http://address:port} of the backend read caches; objects are read through the "
+        "unit chosen by consistent hashing on the object key. Empty: the store is read directly.",
+    )
+    purge_timeout: float = Field(default=2.0, gt=0, description="Seconds for one PURGE request.")
+    purge_retries: int = Field(default=3, ge=0, description="Retries of a PURGE to an unreachable frontend unit.")
+
+    @field_validator("frontends")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"not an http(s) URL: {url!r}")
+        return [url.rstrip("/") for url in value]
+
+    @field_validator("backends")
+    @classmethod
+    def _backend_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for url in value.values():
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"not an http(s) URL: {url!r}")
+        return {name: url.rstrip("/") for name, url in value.items()}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="UPDOWN_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -302,6 +335,9 @@ class Settings(BaseSettings):
 
     # Resumable uploads (tus).
     uploads: UploadSettings = UploadSettings()
+
+    # The caching tier: purge endpoints (frontend units) and read caches (backend units).
+    caches: CacheSettings = CacheSettings()
 
     lookup_cache_ttl: float = Field(
         default=1.0,
