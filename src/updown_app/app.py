@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,13 +16,16 @@ from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from updown_app.api import download, files, health, links, resumable, upload
+from updown_app.api.files import download_path
 from updown_app.auth.private import Authorizer, DenyAll
 from updown_app.auth.signed_requests import RequestVerifier
 from updown_app.auth.store_authorizer import build_authorizer
+from updown_app.cache_purge import CachePurger
 from updown_app.context import AppContext
 from updown_app.errors import ApiError, api_error_handler, error_response
 from updown_app.https_only import HttpsOnlyMiddleware
 from updown_app.metadata.db import create_engine, migrate, session_factory
+from updown_app.metadata.models import File, FileState
 from updown_app.metadata.repository import Repository
 from updown_app.metrics import MetricsMiddleware, metrics_endpoint
 from updown_app.settings import Settings
@@ -40,14 +43,27 @@ async def build_context(settings: Settings, authorizer: Authorizer | None = None
     keys = settings.signing_keys()
     if not keys:
         log.warning("no HMAC keys configured: every signed request will be refused")
-    return AppContext(
+    context = AppContext(
         settings=settings,
         engine=engine,
         repository=repository,
         storage=create_storage(settings),
         verifier=RequestVerifier(keys, repository, settings.max_clock_skew),
         authorizer=authorizer or build_authorizer(settings) or DenyAll(),
+        purger=CachePurger(settings.caches, settings.public_host, settings.lookup_cache_ttl),
     )
+    if context.purger.enabled:
+        context.state_hooks.append(_purge_unpublished(context.purger))
+    return context
+
+
+def _purge_unpublished(purger: CachePurger) -> Callable[[File, FileState], Awaitable[None]]:
+    async def hook(file: File, state: FileState) -> None:
+        # Before the unpublish is answered: the next request through any frontend unit must not find it cached.
+        if state is FileState.unpublished:
+            await purger.purge([download_path(file)])
+
+    return hook
 
 
 async def _purge_nonces(context: AppContext) -> None:
@@ -102,6 +118,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
             aclose = getattr(context.authorizer, "aclose", None)
             if aclose is not None:
                 await aclose()
+            await context.purger.aclose()
             await context.storage.close()
             await context.engine.dispose()
 

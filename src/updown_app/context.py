@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from updown_app.auth.private import Authorizer
 from updown_app.auth.signed_requests import RequestVerifier
+from updown_app.cache_purge import CachePurger
 from updown_app.metadata.models import File, FileState
 from updown_app.metadata.repository import Repository
 from updown_app.settings import Settings
@@ -24,6 +25,8 @@ class AppContext:
     storage: Storage
     verifier: RequestVerifier
     authorizer: Authorizer
+    # Bans URLs on every frontend cache unit (a no-op without caches.frontends).
+    purger: CachePurger
     # Called after a publish/unpublish changed a file's state (cache purges, index updates).
     state_hooks: list[Callable[[File, FileState], Awaitable[None]]] = field(default_factory=list)
 

@@ -33,6 +33,13 @@ UPLOAD_SESSIONS_LIVE = Gauge(
 )
 UPLOAD_SESSIONS_PURGED = Counter("updown_upload_sessions_purged_total", "Expired upload sessions purged")
 UPLOAD_PURGED_BYTES = Counter("updown_upload_purged_bytes_total", "Bytes of parts removed by purges")
+CACHE_PURGES = Counter("updown_cache_purges_total", "Paths purged from a frontend cache unit", ["endpoint"])
+CACHE_PURGE_FAILURES = Counter(
+    "updown_cache_purge_failures_total", "Failed purge attempts of a frontend cache unit", ["endpoint"]
+)
+CACHE_PURGE_PENDING = Gauge(
+    "updown_cache_purge_pending", "Purges of unreachable frontend units still being retried in the background"
+)
 
 
 access_log = logging.getLogger("updown.access")

@@ -266,7 +266,12 @@ class CacheSettings(BaseModel):
         "unit chosen by consistent hashing on the object key. Empty: the store is read directly.",
     )
     purge_timeout: float = Field(default=2.0, gt=0, description="Seconds for one PURGE request.")
-    purge_retries: int = Field(default=3, ge=0, description="Retries of a PURGE to an unreachable frontend unit.")
+    purge_retries: int = Field(
+        default=3, ge=0, description="Retries, within the unpublish request, of a purge of an unreachable unit."
+    )
+    purge_give_up: float = Field(
+        default=600.0, ge=0, description="Seconds a failed purge keeps being retried in the background."
+    )
 
     @field_validator("frontends")
     @classmethod

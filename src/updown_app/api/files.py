@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -18,6 +18,11 @@ from updown_app.metadata.models import File, FileState
 
 log = logging.getLogger("updown.files")
 MAX_FORM_BYTES = 64 * 1024
+
+
+def download_path(file: File) -> str:
+    """The URL path a file is downloaded from, percent-encoded as clients send it."""
+    return "/" + "/".join(quote(part, safe="!$&'()*+,;=:@") for part in (file.package, file.revision, file.filename))
 
 
 def file_json(file: File) -> dict[str, Any]:
@@ -40,7 +45,7 @@ def file_json(file: File) -> dict[str, Any]:
         "created_at": ts(file.created_at),
         "published_at": ts(file.published_at),
         "unpublished_at": ts(file.unpublished_at),
-        "path": f"/{file.package}/{file.revision}/{file.filename}",
+        "path": download_path(file),
     }
 
 

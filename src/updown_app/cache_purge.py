@@ -1,0 +1,137 @@
+"""Purging the frontend caches (the Varnish of every frontend unit, ``caches.frontends``) when a URL must stop
+being served: a file unpublished, a "latest" redirect that changed.
+
+Each path is banned on every unit (``BAN`` with ``X-Ban-Url``, a regex matching the path with or without a query
+string, so cache-busting variants go too) before the request that caused it is answered. A unit that cannot be
+reached is retried with backoff, first within the request, then in the background until ``purge_give_up``; every
+failure is counted and logged. A second round runs once ``lookup_cache_ttl`` has passed: until then another app
+process may still answer from its lookup cache, and a cache unit could store that answer again.
+
+Own code rather than a library: the protocol is two HTTP methods our own VCL defines (charms/cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import httpx
+
+from updown_app.metrics import CACHE_PURGE_FAILURES, CACHE_PURGE_PENDING, CACHE_PURGES
+from updown_app.settings import CacheSettings
+
+log = logging.getLogger("updown.cache_purge")
+RETRY_BACKOFF = 0.2  # seconds before the first retry; doubles per retry
+BACKGROUND_BACKOFF_MAX = 30.0
+
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/")
+
+
+def _hex_class(byte: int) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in f"{byte:02x}")
+
+
+def ban_expression(path: str) -> str:
+    """The regex the VCL matches against an object's URL: this path, whichever characters the client
+    percent-encoded (filenames may hold any character but ``/``), with or without a query string."""
+    parts = []
+    for char in path:
+        if char in _UNRESERVED:
+            parts.append(char)
+            continue
+        encoded = "".join("%" + _hex_class(b) for b in char.encode())
+        parts.append(f"(?:{re.escape(char)}|{encoded})")
+    return "^" + "".join(parts) + r"(\?.*)?$"
+
+
+class CachePurger:
+    def __init__(self, settings: CacheSettings, public_host: str, lookup_cache_ttl: float = 0.0) -> None:
+        self.endpoints = list(settings.frontends)
+        self.public_host = public_host
+        self.timeout = settings.purge_timeout
+        self.retries = settings.purge_retries
+        self.give_up = settings.purge_give_up
+        self.second_round_after = lookup_cache_ttl
+        self._client: httpx.AsyncClient | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.endpoints)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout, trust_env=False)
+        return self._client
+
+    async def purge(self, paths: Sequence[str]) -> list[str]:
+        """Ban ``paths`` on every frontend unit; returns the endpoints that could not be purged (yet: they are
+        retried in the background)."""
+        if not self.endpoints or not paths:
+            return []
+        results = await asyncio.gather(*(self._purge_endpoint(e, paths, self.retries) for e in self.endpoints))
+        failed = [endpoint for endpoint, ok in zip(self.endpoints, results, strict=True) if not ok]
+        for endpoint in failed:
+            self._spawn(self._keep_trying(endpoint, paths))
+        if self.second_round_after > 0:
+            self._spawn(self._second_round(paths))
+        return failed
+
+    async def _purge_endpoint(self, endpoint: str, paths: Sequence[str], retries: int) -> bool:
+        for attempt in range(retries + 1):
+            try:
+                for path in paths:
+                    response = await self.client.request(
+                        "BAN", endpoint + "/", headers={"Host": self.public_host, "X-Ban-Url": ban_expression(path)}
+                    )
+                    if response.status_code != 200:
+                        raise httpx.HTTPStatusError(
+                            f"status {response.status_code}", request=response.request, response=response
+                        )
+                CACHE_PURGES.labels(endpoint).inc(len(paths))
+                return True
+            except httpx.HTTPError as exc:
+                CACHE_PURGE_FAILURES.labels(endpoint).inc()
+                log.warning(
+                    "cache purge failed",
+                    extra={"endpoint": endpoint, "attempt": attempt + 1, "error": type(exc).__name__},
+                )
+                if attempt < retries:
+                    await asyncio.sleep(RETRY_BACKOFF * 2**attempt)
+        return False
+
+    async def _keep_trying(self, endpoint: str, paths: Sequence[str]) -> None:
+        CACHE_PURGE_PENDING.inc()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.give_up
+            delay = RETRY_BACKOFF
+            while loop.time() < deadline:
+                await asyncio.sleep(delay)
+                if await self._purge_endpoint(endpoint, paths, 0):
+                    log.info("cache purge succeeded after retries", extra={"endpoint": endpoint})
+                    return
+                delay = min(delay * 2, BACKGROUND_BACKOFF_MAX)
+            log.error("cache purge abandoned: unit unreachable", extra={"endpoint": endpoint, "paths": len(paths)})
+        finally:
+            CACHE_PURGE_PENDING.dec()
+
+    async def _second_round(self, paths: Sequence[str]) -> None:
+        await asyncio.sleep(self.second_round_after + 0.1)
+        await asyncio.gather(*(self._purge_endpoint(e, paths, self.retries) for e in self.endpoints))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
