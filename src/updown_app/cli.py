@@ -117,8 +117,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    channels = None if args.channel is None else [c for c in args.channel if c]
     with _client(args) as client:
-        _print(client.publish(args.id))
+        _print(client.publish(args.id, channels))
     return 0
 
 
@@ -184,6 +185,12 @@ def parser() -> argparse.ArgumentParser:
     ):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("id")
+        if name == "publish":
+            sp.add_argument(
+                "--channel",
+                action="append",
+                help="channel to publish in (repeatable); the file is then in exactly these ('' for none)",
+            )
         with_client(sp)
         sp.set_defaults(func=func)
 

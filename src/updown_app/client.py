@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -139,8 +139,8 @@ class UpdownClient:
         result: dict[str, Any] = response.json()
         return result
 
-    def _signed(self, method: str, url_path: str) -> dict[str, Any]:
-        fields = signing.fresh_fields()
+    def _signed(self, method: str, url_path: str, extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+        fields = {**(extra or {}), **signing.fresh_fields()}
         headers = self._auth(method, url_path, fields)
         if method == "GET":
             response = self.http.get(self.base_url + url_path, params=fields, headers=headers)
@@ -153,8 +153,10 @@ class UpdownClient:
     def info(self, file_id: str) -> dict[str, Any]:
         return self._signed("GET", f"/v1/files/{file_id}")
 
-    def publish(self, file_id: str) -> dict[str, Any]:
-        return self._signed("POST", f"/v1/files/{file_id}/publish")
+    def publish(self, file_id: str, channels: Sequence[str] | None = None) -> dict[str, Any]:
+        """Publish; with ``channels``, the file is then in exactly these channels (``[]``: in none)."""
+        extra = None if channels is None else {"channels": signing.channels_field(channels)}
+        return self._signed("POST", f"/v1/files/{file_id}/publish", extra)
 
     def unpublish(self, file_id: str) -> dict[str, Any]:
         return self._signed("POST", f"/v1/files/{file_id}/unpublish")

@@ -290,6 +290,38 @@ class CacheSettings(BaseModel):
         return {name: url.rstrip("/") for name, url in value.items()}
 
 
+class IndexSettings(BaseModel):
+    """The signed (TUF) index of the published public files; see docs/index-and-mirroring.md."""
+
+    root_dir: Path | None = Field(
+        default=None,
+        description="Directory of the signed root versions (1.root.json, 2.root.json...) made with `updown keys`; "
+        "unset: no index.",
+    )
+    keys_file: Path | None = Field(
+        default=None, description="JSON {name: PEM private key} of the online keys (targets, snapshot, timestamp)."
+    )
+    targets_expiry: int = Field(default=30 * 86400, ge=60, description="Seconds targets metadata is valid.")
+    snapshot_expiry: int = Field(default=7 * 86400, ge=60, description="Seconds snapshot metadata is valid.")
+    timestamp_expiry: int = Field(default=86400, ge=10, description="Seconds timestamp metadata is valid.")
+    refresh_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between checks re-signing metadata past half its validity."
+    )
+    timestamp_max_age: int = Field(default=10, ge=0, description="Cache-Control max-age of timestamp.json.")
+
+
+class UpstreamSettings(BaseModel):
+    """Pull-through downloads from an upstream updown, verified against its TUF index."""
+
+    url: str = Field(default="", description="Upstream base URL; set (with root_file): pull-through on.")
+    root_file: Path | None = Field(default=None, description="The upstream's root.json trusted first.")
+    refresh_interval: float = Field(
+        default=30.0, ge=0, description="Seconds the upstream's index is reused before it is refreshed."
+    )
+    timeout: float = Field(default=30.0, gt=0, description="Seconds for a request to the upstream.")
+    ca_bundle: Path | None = Field(default=None, description="CA bundle for the upstream's certificate.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="UPDOWN_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -343,6 +375,11 @@ class Settings(BaseSettings):
 
     # The caching tier: purge endpoints (frontend units) and read caches (backend units).
     caches: CacheSettings = CacheSettings()
+
+    # Channels' "latest" redirects, the signed index, pull-through from an upstream (docs/index-and-mirroring.md).
+    latest_max_age: int = Field(default=10, ge=0, description="Cache-Control max-age of a latest redirect.")
+    index: IndexSettings = IndexSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
 
     lookup_cache_ttl: float = Field(
         default=1.0,

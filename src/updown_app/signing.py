@@ -21,7 +21,7 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -65,6 +65,11 @@ def parse_authorization(value: str | None) -> Credentials | None:
     if match is None:
         return None
     return Credentials(match["kid"], match["sig"])
+
+
+def channels_field(channels: Sequence[str]) -> str:
+    """The canonical ``channels`` field of a publish: the channel names sorted, joined by ``,``."""
+    return ",".join(sorted(channels))
 
 
 def fresh_fields(now: float | None = None) -> dict[str, str]:

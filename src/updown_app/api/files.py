@@ -6,6 +6,7 @@ Small signed requests carry their fields in the query string or an urlencoded bo
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -14,10 +15,28 @@ from starlette.responses import JSONResponse
 
 from updown_app.context import ctx
 from updown_app.errors import ApiError
+from updown_app.metadata.channels import Channels
 from updown_app.metadata.models import File, FileState
 
 log = logging.getLogger("updown.files")
 MAX_FORM_BYTES = 64 * 1024
+CHANNEL_RE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+MAX_CHANNELS = 16
+
+
+def parse_channels(value: str) -> list[str]:
+    """The ``channels`` field of a publish: names joined by ``,`` (empty: in no channel); see docs/signing.md."""
+    if value == "":
+        return []
+    names = value.split(",")
+    for name in names:
+        if not CHANNEL_RE.match(name):
+            raise ApiError(400, "invalid_channel", "channel names must match [a-z][a-z0-9-]*, joined by ','")
+    if len(set(names)) != len(names):
+        raise ApiError(400, "invalid_channel", "a channel is named twice")
+    if len(names) > MAX_CHANNELS:
+        raise ApiError(400, "invalid_channel", f"a file may be in at most {MAX_CHANNELS} channels")
+    return sorted(names)
 
 
 def download_path(file: File) -> str:
@@ -74,15 +93,15 @@ async def signed_fields(request: Request) -> dict[str, str]:
     return fields
 
 
-async def _authenticated(request: Request) -> str:
+async def _authenticated(request: Request, optional: frozenset[str] = frozenset()) -> tuple[str, dict[str, str]]:
     context = ctx(request)
     creds = context.verifier.credentials(request.headers.get("authorization"))
     fields = await signed_fields(request)
     key_id = await context.verifier.verify(creds, request.method, request.scope["raw_path"].decode("latin-1"), fields)
-    extra = sorted(set(fields) - {"timestamp", "nonce"})
+    extra = sorted(set(fields) - {"timestamp", "nonce"} - optional)
     if extra:
         raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(extra)}")
-    return key_id
+    return key_id, fields
 
 
 async def info(request: Request) -> JSONResponse:
@@ -92,21 +111,29 @@ async def info(request: Request) -> JSONResponse:
         raise ApiError(404, "unknown_file", "no file with this id")
     events = await ctx(request).repository.events(file.id)
     body = file_json(file)
+    body["channels"] = await Channels(ctx(request).repository.sessions).of(file.id)
     body["events"] = [{"action": e.action, "key_id": e.key_id, "at": e.at.isoformat()} for e in events]
     return JSONResponse(body)
 
 
 async def _set_state(request: Request, state: FileState) -> JSONResponse:
-    key_id = await _authenticated(request)
+    publishing = state is FileState.published
+    key_id, fields = await _authenticated(request, frozenset({"channels"}) if publishing else frozenset())
+    # Validated before anything changes: a bad channel list leaves the file as it was.
+    wanted = parse_channels(fields["channels"]) if "channels" in fields else None
     context = ctx(request)
+    channels = Channels(context.repository.sessions)
     change = await context.repository.set_state(request.path_params["file_id"], state, key_id)
     if change is None:
         raise ApiError(404, "unknown_file", "no file with this id")
-    if change.changed:
-        log.info(state.value, extra={"file_id": change.file.id, "key_id": key_id})
+    moved = wanted is not None and await channels.set(change.file.id, wanted)
+    if change.changed or moved:
+        log.info(state.value, extra={"file_id": change.file.id, "key_id": key_id, "channels": wanted})
         for hook in context.state_hooks:
             await hook(change.file, state)
-    return JSONResponse(file_json(change.file))
+    body = file_json(change.file)
+    body["channels"] = await channels.of(change.file.id)
+    return JSONResponse(body)
 
 
 async def publish(request: Request) -> JSONResponse:

@@ -6,7 +6,18 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -128,3 +139,25 @@ class UploadPart(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     md5: Mapped[str] = mapped_column(String(32))
     key: Mapped[str] = mapped_column(String(300))
+
+
+class FileChannel(Base):
+    """A channel (``stable``, ``edge``...) a file is published in; the "latest" URLs and the index read these."""
+
+    __tablename__ = "file_channels"
+
+    file_id: Mapped[str] = mapped_column(String(32), ForeignKey("files.id", ondelete="CASCADE"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class IndexMetadata(Base):
+    """One signed TUF metadata file (targets, snapshot, timestamp) by role and version. The (role, version) key
+    makes two processes racing to write the same version fail atomically: the loser retries on the new state."""
+
+    __tablename__ = "index_metadata"
+
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -1,0 +1,91 @@
+"""``GET /{package}/{channel}/latest/{filename-glob}``: a short-lived redirect to the newest published file.
+
+The answer is a ``302`` to the file's immutable download URL with a small ``public, max-age``, so the frontend
+caches absorb the traffic; when what a package's latest URLs point to may have changed (a publish, unpublish or
+channel move of one of its files) every cached latest URL of that package is banned before the change is answered.
+Public host only: private files are not in channels' latest URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+
+from updown_app.api.download import request_host
+from updown_app.api.files import CHANNEL_RE, download_path
+from updown_app.api.upload import PACKAGE_RE
+from updown_app.cache_purge import RETRY_BACKOFF, CachePurger
+from updown_app.context import AppContext, ctx
+from updown_app.errors import ApiError
+from updown_app.metadata.channels import Channels
+from updown_app.metadata.models import File, FileState, Visibility
+
+log = logging.getLogger("updown.latest")
+_NOT_FOUND = ApiError(404, "not_found", "no published file matches")
+
+
+async def latest(request: Request) -> Response:
+    context = ctx(request)
+    params = request.path_params
+    package, channel, pattern = params["package"], params["channel"], params["pattern"]
+    if request_host(request) != context.settings.public_host:
+        raise _NOT_FOUND
+    if not PACKAGE_RE.match(package) or not CHANNEL_RE.match(channel) or not pattern or len(pattern) > 255:
+        raise _NOT_FOUND
+    file = await Channels(context.repository.sessions).latest(package, channel, pattern)
+    if file is None:
+        raise _NOT_FOUND
+    return Response(
+        status_code=302,
+        headers={
+            "location": download_path(file),
+            "cache-control": f"public, max-age={context.settings.latest_max_age}",
+        },
+    )
+
+
+def latest_ban_regex(package: str) -> str:
+    """Every latest URL of a package, any channel and glob, any query string (matched against the raw URL)."""
+    # '+' is the only character of a package name a client may percent-encode.
+    return "^/" + re.escape(package).replace(r"\+", "(?:\\+|%2[Bb])") + "/[^/?]+/latest/"
+
+
+async def ban(purger: CachePurger, regex: str) -> bool:
+    """One BAN of ``regex`` on every frontend unit, retried like the purger's own; False if a unit stayed down.
+
+    The purger bans exact paths; a package's latest URLs are open-ended (any glob), hence a regex of our own.
+    """
+
+    async def one(endpoint: str) -> bool:
+        for attempt in range(purger.retries + 1):
+            try:
+                response = await purger.client.request(
+                    "BAN", endpoint + "/", headers={"Host": purger.public_host, "X-Ban-Url": regex}
+                )
+                if response.status_code == 200:
+                    return True
+            except httpx.HTTPError as exc:
+                log.warning("latest ban failed", extra={"endpoint": endpoint, "error": type(exc).__name__})
+            if attempt < purger.retries:
+                await asyncio.sleep(RETRY_BACKOFF * 2**attempt)
+        return False
+
+    results = await asyncio.gather(*(one(e) for e in purger.endpoints))
+    return all(results)
+
+
+def install(context: AppContext) -> None:
+    """Ban a package's latest URLs whenever one of its public files changes state or channels."""
+    if not context.purger.enabled:
+        return
+
+    async def hook(file: File, state: FileState) -> None:
+        if file.visibility == Visibility.public.value:
+            await ban(context.purger, latest_ban_regex(file.package))
+
+    context.state_hooks.append(hook)
