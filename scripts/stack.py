@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""The caching tier on loopback: one `updown serve` (tls = false, behind the proxies) and two frontend cache
-"units", each a real HAProxy + Varnish whose configs are rendered by the cache charm's workload code from the
-same CacheState objects the charm builds. Used by scripts/stack.sh (start | stop | env)."""
+"""The whole updown stack on loopback, without Juju: PostgreSQL and Swift (scripts/services/, reused when the test
+command already started them), two `updown serve` app units sharing them, two frontend cache units (HAProxy +
+Varnish each) and one backend cache unit (nginx), every "unit" on its own ports. The cache units' configs are
+rendered by the cache charm's workload code from the same CacheState objects the charm builds; one throwaway CA
+signs the certificate of the frontends and of the TLS terminator in front of Swift (the store is reached over
+HTTPS). Used by scripts/stack.sh: start | stop | env | add-unit N | remove-unit N."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -25,13 +30,18 @@ from tests.charms.tls import make_tls  # noqa: E402
 import workload  # noqa: E402
 from models import CacheConfig, CacheState, Origin, RingMember, TLSMaterial  # noqa: E402
 
-UNITS = 2
+APPS = 2
+FRONTENDS = 2
 PUBLIC, PRIVATE = "localhost", "private.localhost"
+SWIFT_USER, SWIFT_KEY = "test:tester", "testing"  # the tempauth account of scripts/services/swift.sh
+SSO_CLIENT_ID = "updown-stack"
 
 
 def ports(base: int) -> dict[str, int]:
-    p = {"app": base, "app_redirect": base + 1}
-    for i in range(UNITS):
+    p = {"sso": base + 5, "store": base + 6, "swift_tls": base + 7}
+    for i in range(APPS):
+        p |= {f"app{i}": base + 2 * i, f"app_redirect{i}": base + 2 * i + 1}
+    for i in range(4):  # frontend units 0..3 (add-unit may add the third and fourth)
         p |= {f"http{i}": base + 10 + 10 * i, f"https{i}": base + 11 + 10 * i, f"cache{i}": base + 12 + 10 * i}
         p[f"admin{i}"] = base + 13 + 10 * i
     return p
@@ -50,139 +60,129 @@ def wait_http(url: str, context: ssl.SSLContext | None = None, headers: dict[str
             time.sleep(0.2)
 
 
-def wait_ring_up(admin_socket: Path, members: int) -> None:
-    """Until this HAProxy sees every ring member UP (its stats socket)."""
+def ring_up(admin_socket: Path) -> set[str]:
+    """The ring members this HAProxy sees UP (its stats socket)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(admin_socket))
+            sock.sendall(b"show stat\n")
+            stat = b"".join(iter(lambda: sock.recv(65536), b"")).decode()
+    except OSError:
+        return set()
+    return {line.split(",")[1] for line in stat.splitlines() if line.startswith("ring,updown-cache-") and ",UP" in line}
+
+
+def wait_ring(admin_socket: Path, members: set[str]) -> None:
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.connect(str(admin_socket))
-                sock.sendall(b"show stat\n")
-                stat = b"".join(iter(lambda: sock.recv(65536), b"")).decode()
-            up = [line for line in stat.splitlines() if line.startswith("ring,updown-cache-") and ",UP," in line]
-            if len(up) == members:
-                return
-        except OSError:
-            pass
+    while ring_up(admin_socket) != members:
         if time.monotonic() > deadline:
-            raise SystemExit(f"the ring did not come up in {admin_socket}")
+            raise SystemExit(f"{admin_socket}: ring is {ring_up(admin_socket)}, expected {members}")
         time.sleep(0.2)
 
 
-def unit_states(p: dict[str, int], tls: TLSMaterial) -> list[CacheState]:
-    ring = tuple(
-        RingMember(unit_name=f"updown-cache/{i}", address="127.0.0.1", port=p[f"cache{i}"]) for i in range(UNITS)
-    )
-    origins = (Origin(unit_name="updown-app/0", address="127.0.0.1", port=p["app"]),)
-    return [
-        CacheState(
-            unit_name=f"updown-cache/{i}",
-            address="127.0.0.1",
-            bind_address="127.0.0.1",
-            config=CacheConfig(
-                public_hostname=PUBLIC,
-                private_hostname=PRIVATE,
-                http_port=p[f"http{i}"],
-                https_port=p[f"https{i}"],
-                cache_port=p[f"cache{i}"],
-                health_check_interval=1,
-                cache_size="64M",
-            ),
-            ring=ring,
-            origins=origins,
-            tls=tls,
+class Stack:
+    """The stack's state directory: ports, PID files (pids.json), the units' states."""
+
+    def __init__(self, run: Path, base: int) -> None:
+        self.run = run
+        self.p = ports(base)
+        self.pids: list[tuple[str, str]] = (
+            json.loads((run / "pids.json").read_text()) if (run / "pids.json").exists() else []
         )
-        for i in range(UNITS)
-    ]
 
+    def record(self, name: str, pid_file: Path) -> None:
+        self.pids = [(n, f) for n, f in self.pids if n != name] + [(name, str(pid_file))]
+        (self.run / "pids.json").write_text(json.dumps(self.pids))
 
-def start(run: Path, base: int) -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    p = ports(base)
-    pids: list[tuple[str, Path]] = []
+    def unit_dir(self, i: int) -> Path:
+        return self.run / f"unit{i}"
 
-    def record() -> None:
-        (run / "pids.json").write_text(json.dumps([(name, str(path)) for name, path in pids]))
+    def layout(self, i: int) -> workload.Layout:
+        return workload.Layout.under(self.unit_dir(i))
 
-    chain, key = make_tls(PUBLIC, [PUBLIC, PRIVATE], ["127.0.0.1"])
-    (run / "ca.pem").write_text(chain)
-    key_id, secret = "stack", secrets.token_hex(32)
-    env = os.environ | {
-        "UPDOWN_DATA_DIR": str(run / "app"),
-        "UPDOWN_TLS": "false",
-        "UPDOWN_BIND": "127.0.0.1",
-        "UPDOWN_PORT": str(p["app"]),
-        "UPDOWN_HTTP_PORT": str(p["app_redirect"]),
-        "UPDOWN_TRUSTED_PROXIES": json.dumps(["127.0.0.1"]),
-        "UPDOWN_PUBLIC_HOST": PUBLIC,
-        "UPDOWN_PRIVATE_HOST": PRIVATE,
-        "UPDOWN_HMAC_KEYS": json.dumps({key_id: secret}),
-        "UPDOWN_LOOKUP_CACHE_TTL": "0",
-    }
-    log = (run / "app.log").open("ab")
-    app = subprocess.Popen(
-        [sys.executable, "-m", "updown_app", "serve"], env=env, stdout=log, stderr=log, start_new_session=True
-    )
-    (run / "app.pid").write_text(str(app.pid))
-    pids.append(("app", run / "app.pid"))
-    record()
-    wait_http(f"http://127.0.0.1:{p['app']}/healthz", headers={"X-Forwarded-Proto": "https"})
+    @property
+    def members(self) -> list[int]:
+        """The frontend units currently in the ring."""
+        return json.loads((self.run / "members.json").read_text())
 
-    tls = TLSMaterial(chain=chain, key=key)
-    states = unit_states(p, tls)
-    layouts = [workload.Layout.under(run / f"unit{i}") for i in range(UNITS)]
-    # Every Varnish first, then every HAProxy: a ring member seen down at start-up stays out of the ring until
-    # `rise` checks pass, and the two units would disagree about owners meanwhile.
-    for i, (state, layout) in enumerate(zip(states, layouts, strict=True)):
-        unit = run / f"unit{i}"
+    @members.setter
+    def members(self, value: list[int]) -> None:
+        (self.run / "members.json").write_text(json.dumps(sorted(value)))
+
+    def states(self, members: list[int], tls: TLSMaterial) -> dict[int, CacheState]:
+        p = self.p
+        ring = tuple(
+            RingMember(unit_name=f"updown-cache/{i}", address="127.0.0.1", port=p[f"cache{i}"]) for i in members
+        )
+        origins = tuple(
+            Origin(unit_name=f"updown-app/{i}", address="127.0.0.1", port=p[f"app{i}"]) for i in range(APPS)
+        )
+        return {
+            i: CacheState(
+                unit_name=f"updown-cache/{i}",
+                address="127.0.0.1",
+                bind_address="127.0.0.1",
+                config=CacheConfig(
+                    public_hostname=PUBLIC,
+                    private_hostname=PRIVATE,
+                    http_port=p[f"http{i}"],
+                    https_port=p[f"https{i}"],
+                    cache_port=p[f"cache{i}"],
+                    health_check_interval=1,
+                    cache_size="256M",
+                ),
+                ring=ring,
+                origins=origins,
+                tls=tls,
+            )
+            for i in members
+        }
+
+    def tls(self) -> TLSMaterial:
+        return TLSMaterial(chain=(self.run / "ca.pem").read_text(), key=(self.run / "tls.key").read_text())
+
+    # -- processes ---------------------------------------------------------------------------------------------
+
+    def start_varnish(self, i: int, state: CacheState) -> None:
+        unit, layout = self.unit_dir(i), self.layout(i)
         workload.write_files(workload.rendered_files(state, layout), private=frozenset({layout.tls_pem}))
         (unit / "state.json").write_text(state.model_dump_json(indent=2, exclude={"tls"}))
         layout.haproxy_socket.parent.mkdir(parents=True, exist_ok=True)
-        varnish_pid = unit / "varnishd.pid"
+        pid_file = unit / "varnishd.pid"
         subprocess.run(
-            ["varnishd", "-j", "none", "-n", str(unit / "varnish"), "-T", f"127.0.0.1:{p[f'admin{i}']}", "-S", "none",
-             "-P", str(varnish_pid), *workload.varnishd_args(state, layout.vcl)],
+            ["varnishd", "-j", "none", "-n", str(unit / "varnish"), "-T", f"127.0.0.1:{self.p[f'admin{i}']}",
+             "-S", "none", "-P", str(pid_file), *workload.varnishd_args(state, layout.vcl)],
             check=True,
         )  # fmt: skip
-        pids.append((f"varnish{i}", varnish_pid))
-        record()
-        wait_http(f"http://127.0.0.1:{p[f'cache{i}']}{workload.CACHE_HEALTH_PATH}")
-    for i, layout in enumerate(layouts):
-        haproxy_pid = run / f"unit{i}" / "haproxy.pid"
-        subprocess.run(["haproxy", "-D", "-p", str(haproxy_pid), "-f", str(layout.haproxy_cfg)], check=True)
-        pids.append((f"haproxy{i}", haproxy_pid))
-        record()
-    for layout in layouts:
-        wait_ring_up(layout.haproxy_socket, UNITS)
+        self.record(f"varnish{i}", pid_file)
+        wait_http(f"http://127.0.0.1:{self.p[f'cache{i}']}{workload.CACHE_HEALTH_PATH}")
 
-    context = ssl.create_default_context(cafile=str(run / "ca.pem"))
-    for i in range(UNITS):
-        wait_http(f"https://{PUBLIC}:{p[f'https{i}']}/healthz", context=context)
-    frontends = ",".join(f"https://{PUBLIC}:{p[f'https{i}']}" for i in range(UNITS))
-    plain = ",".join(f"http://{PUBLIC}:{p[f'http{i}']}" for i in range(UNITS))
-    caches = ",".join(f"updown-cache/{i}=http://127.0.0.1:{p[f'cache{i}']}" for i in range(UNITS))
-    (run / "stack.env").write_text(
-        f"UPDOWN_TEST_STACK_FRONTENDS={frontends}\n"
-        f"UPDOWN_TEST_STACK_HTTP={plain}\n"
-        f"UPDOWN_TEST_STACK_CACHES={caches}\n"
-        f"UPDOWN_TEST_STACK_CA={run / 'ca.pem'}\n"
-        f"UPDOWN_TEST_STACK_KEY_ID={key_id}\n"
-        f"UPDOWN_TEST_STACK_KEY={secret}\n"
-        f"UPDOWN_TEST_STACK_APP=http://127.0.0.1:{p['app']}\n"
-        f"UPDOWN_TEST_STACK_APP_PID={app.pid}\n"
-    )
-    print(f"stack up: frontends {frontends}; env in {run / 'stack.env'}")
+    def start_or_reload_haproxy(self, i: int, state: CacheState) -> None:
+        """Render this unit's files again (the ring changed) and start HAProxy, or hand over to a new process
+        (-sf: the old one finishes its connections), as `systemctl reload` does on a unit."""
+        layout = self.layout(i)
+        workload.write_files(workload.rendered_files(state, layout), private=frozenset({layout.tls_pem}))
+        pid_file = self.unit_dir(i) / "haproxy.pid"
+        old = pid_file.read_text().split() if pid_file.exists() else []
+        subprocess.run(
+            ["haproxy", "-D", "-p", str(pid_file), "-f", str(layout.haproxy_cfg), *(["-sf", *old] if old else [])],
+            check=True,
+        )
+        self.record(f"haproxy{i}", pid_file)
+
+    def stop_pid_file(self, name: str) -> None:
+        for n, pid_file in list(self.pids):
+            if n == name:
+                stop_pid(n, Path(pid_file))
+        self.pids = [(n, f) for n, f in self.pids if n != name]
+        (self.run / "pids.json").write_text(json.dumps(self.pids))
 
 
-def stop(run: Path) -> None:
-    listing = run / "pids.json"
-    if not listing.exists():
+def stop_pid(name: str, path: Path) -> None:
+    if not path.exists():
         return
-    for name, pid_file in reversed(json.loads(listing.read_text())):
-        path = Path(pid_file)
-        if not path.exists():
-            continue
-        pid = int(path.read_text().split()[0])
+    for word in path.read_text().split():
+        pid = int(word)
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -196,18 +196,239 @@ def stop(run: Path) -> None:
         else:
             print(f"{name} ({pid}) did not stop on SIGTERM; killing it", file=sys.stderr)
             os.kill(pid, signal.SIGKILL)
-    listing.unlink()
+
+
+# -- start ---------------------------------------------------------------------------------------------------------
+
+
+def service(run: Path, name: str, env_var: str) -> None:
+    """PostgreSQL/Swift: reuse what the test command started, else start it here (and stop it on `stop`)."""
+    if os.environ.get(env_var):
+        return
+    env = os.environ | {"UPDOWN_RUN_DIR": str(run / "services")}
+    subprocess.run([str(ROOT / "scripts" / "services" / f"{name}.sh"), "start"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    started = json.loads((run / "services.json").read_text()) if (run / "services.json").exists() else []
+    (run / "services.json").write_text(json.dumps([*started, name]))
+
+
+def postgres_url(run: Path) -> str:
+    if os.environ.get("UPDOWN_TEST_POSTGRES_URL"):
+        return os.environ["UPDOWN_TEST_POSTGRES_URL"]
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "services" / "postgres.sh"), "url"],
+        env=os.environ | {"UPDOWN_RUN_DIR": str(run / "services")},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(admin_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    return admin_url.rpartition("/")[0] + "/" + name
+
+
+def swift_tls_config(stack: Stack, swift_port: int) -> Path:
+    """HAProxy terminating TLS in front of the plain-HTTP test Swift: the store as a deployment reaches it."""
+    cfg = stack.run / "swift-tls" / "haproxy.cfg"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    (cfg.parent / "site.pem").write_text(stack.tls().as_haproxy_pem())
+    cfg.write_text(
+        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 300s\n    timeout server 300s\n"
+        f"frontend swift_tls\n    bind 127.0.0.1:{stack.p['swift_tls']} ssl crt {cfg.parent / 'site.pem'}\n"
+        "    http-request set-header X-Forwarded-Proto https\n    default_backend swift\n"
+        f"backend swift\n    server swift 127.0.0.1:{swift_port}\n"
+    )
+    return cfg
+
+
+def app_env(stack: Stack, i: int, database_url: str, container: str, key_id: str, secret: str) -> dict[str, str]:
+    p, run = stack.p, stack.run
+    store = f"https://127.0.0.1:{p['swift_tls']}"
+    return os.environ | {
+        "UPDOWN_DATA_DIR": str(run / f"app{i}"),
+        "UPDOWN_DATABASE_URL": database_url,
+        "UPDOWN_AUTO_MIGRATE": "false",  # migrated once before the units start, as the charm's leader does
+        "UPDOWN_TLS": "false",
+        "UPDOWN_BIND": "127.0.0.1",
+        "UPDOWN_PORT": str(p[f"app{i}"]),
+        "UPDOWN_HTTP_PORT": str(p[f"app_redirect{i}"]),
+        "UPDOWN_TRUSTED_PROXIES": json.dumps(["127.0.0.1"]),
+        "UPDOWN_PUBLIC_HOST": PUBLIC,
+        "UPDOWN_PRIVATE_HOST": PRIVATE,
+        "UPDOWN_HMAC_KEYS": json.dumps({key_id: secret}),
+        "UPDOWN_MAX_UPLOAD_SIZE": str(1024**3),
+        "UPDOWN_STORAGE__BACKEND": "swift",
+        "UPDOWN_STORAGE__SWIFT__AUTH": "tempauth",
+        "UPDOWN_STORAGE__SWIFT__AUTH_URL": f"{store}/auth/v1.0",
+        "UPDOWN_STORAGE__SWIFT__STORAGE_URL": f"{store}/v1/AUTH_test",
+        "UPDOWN_STORAGE__SWIFT__USERNAME": SWIFT_USER,
+        "UPDOWN_STORAGE__SWIFT__PASSWORD": SWIFT_KEY,
+        "UPDOWN_STORAGE__SWIFT__CONTAINER": container,
+        "UPDOWN_STORAGE__SWIFT__TEMP_URL_KEY": (run / "temp-url-key").read_text(),
+        "UPDOWN_STORAGE__SWIFT__TEMP_URL_KEY_SCOPE": "container",
+        "SSL_CERT_FILE": str(run / "ca.pem"),  # the store's certificate comes from the throwaway CA
+        "UPDOWN_CACHES__FRONTENDS": json.dumps([f"http://127.0.0.1:{p[f'cache{n}']}" for n in range(FRONTENDS)]),
+        # Private downloads: the SSO and the store are deployer-provided; the stack tests run stand-ins there.
+        "UPDOWN_PRIVATE__SSO__MODE": "introspection",
+        "UPDOWN_PRIVATE__SSO__INTROSPECTION__URL": f"http://127.0.0.1:{p['sso']}/introspect",
+        "UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_ID": SSO_CLIENT_ID,
+        "UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_SECRET": (run / "sso-client-secret").read_text(),
+        "UPDOWN_PRIVATE__SSO__TIMEOUT": "2",
+        "UPDOWN_PRIVATE__ACCESS_CHECK__URL": f"http://127.0.0.1:{p['store']}/api/v1/access-check",
+        "UPDOWN_PRIVATE__ACCESS_CHECK__TIMEOUT": "2",
+    }
+
+
+def start(run: Path, base: int) -> None:
+    if (run / "pids.json").exists():
+        raise SystemExit(f"a stack is already running in {run} (scripts/stack.sh stop)")
+    for old in run.glob("unit*"):  # a previous run's configs and PID files
+        shutil.rmtree(old)
+    run.mkdir(parents=True, exist_ok=True)
+    stack = Stack(run, base)
+    p = stack.p
+
+    service(run, "postgres", "UPDOWN_TEST_POSTGRES_URL")
+    service(run, "swift", "UPDOWN_TEST_SWIFT_URL")
+    swift_port = int(os.environ.get("UPDOWN_TEST_SWIFT_URL", "http://127.0.0.1:18080").rsplit(":", 1)[1])
+
+    chain, key = make_tls(PUBLIC, [PUBLIC, PRIVATE], ["127.0.0.1"])
+    (run / "ca.pem").write_text(chain)
+    (run / "tls.key").write_text(key)
+    (run / "tls.key").chmod(0o600)
+    for name in ("temp-url-key", "sso-client-secret"):
+        (run / name).write_text(secrets.token_hex(24))
+    key_id, secret = "stack", secrets.token_hex(32)
+
+    cfg = swift_tls_config(stack, swift_port)
+    pid_file = cfg.parent / "haproxy.pid"
+    subprocess.run(["haproxy", "-D", "-p", str(pid_file), "-f", str(cfg)], check=True)
+    stack.record("swift-tls", pid_file)
+    context = ssl.create_default_context(cafile=str(run / "ca.pem"))
+    wait_http(f"https://127.0.0.1:{p['swift_tls']}/healthcheck", context=context)
+
+    database_url = fresh_database(postgres_url(run), "updown_stack")
+    container = "stack-" + secrets.token_hex(4)
+    env0 = app_env(stack, 0, database_url, container, key_id, secret)
+    subprocess.run([sys.executable, "-m", "updown_app", "db", "upgrade"], env=env0, check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    for i in range(APPS):
+        log = (run / f"app{i}.log").open("ab")
+        app = subprocess.Popen(
+            [sys.executable, "-m", "updown_app", "serve"],
+            env=app_env(stack, i, database_url, container, key_id, secret),
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        (run / f"app{i}.pid").write_text(str(app.pid))
+        stack.record(f"app{i}", run / f"app{i}.pid")
+        wait_http(f"http://127.0.0.1:{p[f'app{i}']}/readyz", headers={"X-Forwarded-Proto": "https"})
+
+    members = list(range(FRONTENDS))
+    stack.members = members
+    states = stack.states(members, stack.tls())
+    # Every Varnish first, then every HAProxy: a ring member seen down at start-up stays out of the ring until
+    # `rise` checks pass, and the two units would disagree about owners meanwhile.
+    for i in members:
+        stack.start_varnish(i, states[i])
+    for i in members:
+        stack.start_or_reload_haproxy(i, states[i])
+    expected = {m.server_name for m in states[members[0]].ring}
+    for i in members:
+        wait_ring(stack.layout(i).haproxy_socket, expected)
+    for i in members:
+        wait_http(f"https://{PUBLIC}:{p[f'https{i}']}/healthz", context=context)
+
+    def urls(kind: str, scheme: str) -> str:
+        return ",".join(f"{scheme}://{PUBLIC}:{p[f'{kind}{i}']}" for i in members)
+
+    caches = ",".join(f"updown-cache/{i}=http://127.0.0.1:{p[f'cache{i}']}" for i in members)
+    apps = ",".join(f"http://127.0.0.1:{p[f'app{i}']}" for i in range(APPS))
+    app_pids = ",".join((run / f"app{i}.pid").read_text() for i in range(APPS))
+    (run / "stack.env").write_text(
+        f"UPDOWN_TEST_STACK_FRONTENDS={urls('https', 'https')}\n"
+        f"UPDOWN_TEST_STACK_HTTP={urls('http', 'http')}\n"
+        f"UPDOWN_TEST_STACK_CACHES={caches}\n"
+        f"UPDOWN_TEST_STACK_CA={run / 'ca.pem'}\n"
+        f"UPDOWN_TEST_STACK_KEY_ID={key_id}\n"
+        f"UPDOWN_TEST_STACK_KEY={secret}\n"
+        f"UPDOWN_TEST_STACK_APPS={apps}\n"
+        f"UPDOWN_TEST_STACK_APP_PIDS={app_pids}\n"
+        f"UPDOWN_TEST_STACK_SSO_PORT={p['sso']}\n"
+        f"UPDOWN_TEST_STACK_SSO_CLIENT={SSO_CLIENT_ID}:{(run / 'sso-client-secret').read_text()}\n"
+        f"UPDOWN_TEST_STACK_STORE_PORT={p['store']}\n"
+        f"UPDOWN_TEST_STACK_SCRIPT={ROOT / 'scripts' / 'stack.sh'}\n"
+    )
+    print(f"stack up: frontends {urls('https', 'https')}; env in {run / 'stack.env'}")
+
+
+# -- scaling the frontend ring (what `juju add-unit` / `juju remove-unit` do to the peers) ----------------------------
+
+
+def change_ring(run: Path, base: int, *, add: int | None = None, remove: int | None = None) -> None:
+    stack = Stack(run, base)
+    members = set(stack.members)
+    if add is not None:
+        members.add(add)
+    if remove is not None:
+        members.discard(remove)
+    states = stack.states(sorted(members), stack.tls())
+    if add is not None and add not in stack.members:
+        stack.start_varnish(add, states[add])
+    if remove is not None:  # the departing unit stops taking requests first, then goes away
+        stack.stop_pid_file(f"haproxy{remove}")
+    for i in sorted(members):
+        stack.start_or_reload_haproxy(i, states[i])
+    if remove is not None:
+        stack.stop_pid_file(f"varnish{remove}")
+    stack.members = sorted(members)
+    expected = {m.server_name for m in next(iter(states.values())).ring}
+    for i in members:
+        wait_ring(stack.layout(i).haproxy_socket, expected)
+
+
+def stop(run: Path) -> None:
+    listing = run / "pids.json"
+    if listing.exists():
+        for name, pid_file in reversed(json.loads(listing.read_text())):
+            stop_pid(name, Path(pid_file))
+        listing.unlink()
+    services = run / "services.json"
+    if services.exists():
+        for name in reversed(json.loads(services.read_text())):
+            env = os.environ | {"UPDOWN_RUN_DIR": str(run / "services")}
+            subprocess.run([str(ROOT / "scripts" / "services" / f"{name}.sh"), "stop"], env=env, check=False)
+        services.unlink()
 
 
 if __name__ == "__main__":
     command, run_dir = sys.argv[1], Path(sys.argv[2])
+    port_base = int(os.environ.get("UPDOWN_STACK_PORT", "17000"))
     if command == "start":
         try:
-            start(run_dir, int(os.environ.get("UPDOWN_STACK_PORT", "17000")))
+            start(run_dir, port_base)
         except BaseException:
             stop(run_dir)
             raise
     elif command == "stop":
         stop(run_dir)
+    elif command == "add-unit":
+        change_ring(run_dir, port_base, add=int(sys.argv[3]))
+    elif command == "remove-unit":
+        change_ring(run_dir, port_base, remove=int(sys.argv[3]))
     else:
         raise SystemExit(f"unknown command {command!r}")

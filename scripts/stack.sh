@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The caching tier on loopback (see scripts/stack.py): `updown serve` behind two frontend cache units, each a real
-# HAProxy + Varnish with configs rendered by charms/cache's workload code.
+# The whole stack on loopback (see scripts/stack.py): PostgreSQL, Swift (behind TLS), two `updown serve` app units,
+# two frontend cache units (HAProxy + Varnish) and a backend cache unit (nginx), configs rendered by the charms' code.
 #   stack.sh start   start everything; prints where; stops what it started if anything fails
 #   stack.sh env     the UPDOWN_TEST_STACK_* variables for the stack tests
 #   stack.sh stop    stop everything it started, by PID
+#   stack.sh add-unit N / remove-unit N   a frontend unit joins / leaves the ring (N = 0..3)
 # State in $UPDOWN_RUN_DIR/stack (default: a directory under ${TMPDIR:-/tmp}); ports from UPDOWN_STACK_PORT (17000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +14,6 @@ case "${1:-}" in
   start) "$PY" scripts/stack.py start "$RUN" ;;
   stop) "$PY" scripts/stack.py stop "$RUN" ;;
   env) cat "$RUN/stack.env" ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  add-unit|remove-unit) "$PY" scripts/stack.py "$1" "$RUN" "${2:?unit number}" ;;
+  *) echo "usage: $0 start|stop|env|add-unit N|remove-unit N" >&2; exit 2 ;;
 esac

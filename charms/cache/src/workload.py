@@ -1,20 +1,28 @@
-"""The cache unit's workload: render haproxy.cfg and the VCL from a CacheState, write them, install and reload
-the services. No Juju imports: the charm, the local stack (scripts/stack.sh) and the tests call the same code."""
+"""The cache unit's workload: render haproxy.cfg and the VCL (role=frontend) or nginx.conf (role=backend) from a
+CacheState, write them, install and reload the services. No Juju imports: the charm, the local stack
+(scripts/stack.sh) and the tests call the same code."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import math
+import os
 import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import CacheState
+from models import CacheState, Role, size_bytes
 
 logger = logging.getLogger(__name__)
 
-PACKAGES = ("haproxy", "varnish")
+PACKAGES = ("haproxy", "varnish")  # role=frontend
+BACKEND_PACKAGES = ("nginx",)  # Debian/Ubuntu's nginx has the slice module (`nginx -V`: --with-http_slice_module)
+# The CA bundle nginx trusts for the store when `upstream-ca` is empty.
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+NGINX_USER = "www-data"
 # Answered by Varnish itself (never the app): HAProxy's health check of each ring member.
 CACHE_HEALTH_PATH = "/_cache/health"
 # Response headers telling which unit served a request and whether it was a cache hit.
@@ -31,6 +39,15 @@ class Layout:
     haproxy_socket: Path = Path("/run/haproxy/admin.sock")
     vcl: Path = Path("/etc/varnish/updown.vcl")
     varnish_dropin: Path = Path("/etc/systemd/system/varnish.service.d/updown.conf")
+    # role=backend. nginx.conf is the one nginx.service runs (Debian's default site is not included); its pid file
+    # is the unit's PIDFile.
+    nginx_conf: Path = Path("/etc/nginx/nginx.conf")
+    nginx_ca: Path = Path("/etc/nginx/updown-upstream-ca.pem")
+    nginx_pid: Path = Path("/run/nginx.pid")
+    nginx_cache_dir: Path = Path("/var/cache/nginx/updown")
+    nginx_temp_dir: Path = Path("/var/lib/nginx")
+    nginx_access_log: Path = Path("/var/log/nginx/updown-access.log")
+    nginx_error_log: Path = Path("/var/log/nginx/error.log")
 
     @classmethod
     def under(cls, root: Path) -> Layout:
@@ -85,6 +102,14 @@ def render_haproxy(state: CacheState, layout: Layout) -> str:
         f'    http-response set-header Strict-Transport-Security "max-age={cfg.hsts_max_age}"',
         "    http-request set-header X-Forwarded-Proto https",
         "    option forwardfor",
+        # One spelling per URL before routing, hashing and caching: clients such as apt send "/repo/./Packages",
+        # and a purge must reach every spelling of a path. RFC 3986 dot-segment removal, as nginx does
+        # (HAProxy's own normalize-uri is still an experimental directive.) ".." segments are refused.
+        "    http-request return status 400 content-type application/json string"
+        """ '{"error": {"code": "invalid_path", "message": "dot-dot path segments are not allowed"}}'"""
+        """ if { path_reg -- '/\\.\\.(/|$)' }""",
+        """    http-request set-path '%[path,regsub("/+","/",g)]' if { path_sub // }""",
+        """    http-request set-path '%[path,regsub("(/\\.)+(/|$)","/",g)]' if { path_sub /./ } || { path_end /. }""",
         "    acl cacheable_method method GET HEAD",
         "    acl api path_beg /v1/",
         f"    acl public_host req.hdr(host),field(1,:),lower -m str {_q(cfg.public_hostname)}",
@@ -296,6 +321,213 @@ def write_files(files: dict[Path, str], private: frozenset[Path] = frozenset()) 
     return changed
 
 
+# --- role=backend: nginx, a sliced cache of object-store reads ----------------------------------------------
+
+
+def _nginx_q(value: str) -> str:
+    """An nginx string literal (unit names, hostnames, paths: validated upstream; refuse anything else)."""
+    if any(c in value for c in "\"'\\;{}$\n\r ") or not value:
+        raise ValueError(f"refusing to render {value!r}")
+    return value
+
+
+def _ip(address: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
+def _keys_zone_mb(cache_bytes: int) -> int:
+    # One megabyte of keys zone holds about 8000 keys; assume entries of 64 KiB on average (objects smaller than
+    # a slice are one entry each), within bounds.
+    return max(8, min(512, math.ceil(cache_bytes / (64 * 1024) / 8000)))
+
+
+def backend_allowed(state: CacheState) -> list[str]:
+    """Who may read through the unit: the unit itself and the updown-app units (from the `app` relation)."""
+    allowed = ["127.0.0.1", "::1"]
+    for address in (state.address, *(o.address for o in state.origins)):
+        ip = _ip(address)
+        if ip is None:
+            logger.warning("not an IP address, left out of the allow list: %r", address)
+        elif ip not in allowed and ip not in ("0.0.0.0", "::"):
+            allowed.append(ip)
+    return allowed
+
+
+def render_nginx(state: CacheState, layout: Layout, *, user: str | None = NGINX_USER) -> str:
+    cfg = state.config
+    host = _nginx_q(cfg.upstream_host)
+    port = cfg.upstream_port
+    host_header = host if port == 443 else f"{host}:{port}"
+    ca = layout.nginx_ca if cfg.upstream_ca else SYSTEM_CA_BUNDLE
+    cache_bytes = size_bytes(cfg.cache_size)
+    temp = layout.nginx_temp_dir
+    listen = state.bind_address if ":" not in state.bind_address else f"[{state.bind_address}]"
+    out = [
+        "# Rendered by the updown-cache charm (workload.render_nginx); do not edit.",
+        *([f"user {_nginx_q(user)};"] if user else []),
+        "worker_processes auto;",
+        f"pid {layout.nginx_pid};",
+        f"error_log {layout.nginx_error_log} warn;",
+        "",
+        "events {",
+        "    worker_connections 4096;",
+        "}",
+        "",
+        "http {",
+        "    server_tokens off;",
+        "    sendfile on;",
+        "    tcp_nopush on;",
+        "    keepalive_timeout 65s;",
+        "    default_type application/octet-stream;",
+        f"    client_body_temp_path {temp / 'body'};",
+        f"    proxy_temp_path {temp / 'proxy'};",
+        f"    fastcgi_temp_path {temp / 'fastcgi'};",
+        f"    uwsgi_temp_path {temp / 'uwsgi'};",
+        f"    scgi_temp_path {temp / 'scgi'};",
+        "",
+        "    # The path without the query: a TempURL's or presigned URL's signature and expiry are neither part of",
+        "    # the cache key nor logged.",
+        "    map $request_uri $updown_object_path {",
+        '        "~^(?<object_path>[^?]*)" $object_path;',
+        "    }",
+        "    map $upstream_cache_status $updown_cache_status {",
+        "        HIT HIT;",
+        "        STALE HIT;",
+        "        UPDATING HIT;",
+        "        REVALIDATED HIT;",
+        "        default MISS;",
+        "    }",
+        "    log_format updown '$remote_addr [$time_iso8601] \"$request_method $updown_object_path\" $status '",
+        "                      '$body_bytes_sent range=\"$http_range\" cache=$updown_cache_status '",
+        "                      'upstream=$upstream_status upstream_bytes=$upstream_bytes_received rt=$request_time';",
+        f"    access_log {layout.nginx_access_log} updown;",
+        "",
+        f"    proxy_cache_path {layout.nginx_cache_dir} levels=1:2",
+        f"                     keys_zone=updown_objects:{_keys_zone_mb(cache_bytes)}m max_size={cache_bytes}",
+        f"                     inactive={cfg.max_ttl}s use_temp_path=off;",
+        "",
+        "    upstream updown_store {",
+        f"        server {host}:{port};",
+        "        keepalive 32;",
+        "    }",
+        "",
+        "    server {",
+        f"        listen {listen}:{cfg.cache_port};",
+        "",
+        f"        location = {CACHE_HEALTH_PATH} {{",
+        "            access_log off;",
+        f"            add_header {SERVED_BY_HEADER} {_nginx_q(state.unit_name)} always;",
+        '            return 200 "OK\\n";',
+        "        }",
+        "",
+        "        location / {",
+        "            # Only the unit itself and the updown-app units may read through the cache.",
+        *[f"            allow {ip};" for ip in backend_allowed(state)],
+        "            deny all;",
+        "            if ($request_method !~ ^(GET|HEAD)$) {",
+        "                return 405;",
+        "            }",
+        f"            add_header {SERVED_BY_HEADER} {_nginx_q(state.unit_name)} always;",
+        f"            add_header {CACHE_STATUS_HEADER} $updown_cache_status always;",
+        "",
+        "            # Objects are fetched and cached in slices: a Range request pulls only the slices it covers.",
+        f"            slice {size_bytes(cfg.slice_size)};",
+        "            proxy_cache updown_objects;",
+        "            proxy_cache_key $updown_object_path|$slice_range;",
+        f"            proxy_cache_valid 200 206 {cfg.max_ttl}s;",
+        "            proxy_ignore_headers Cache-Control Expires Set-Cookie Vary X-Accel-Expires X-Accel-Redirect",
+        "                                 X-Accel-Limit-Rate X-Accel-Buffering X-Accel-Charset;",
+        "            proxy_hide_header Set-Cookie;",
+        "            # Concurrent misses of one slice make one upstream request.",
+        "            proxy_cache_lock on;",
+        "            proxy_cache_lock_timeout 60s;",
+        "            proxy_cache_lock_age 60s;",
+        "            proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;",
+        "",
+        "            proxy_pass https://updown_store;",
+        "            proxy_http_version 1.1;",
+        '            proxy_set_header Connection "";',
+        f"            proxy_set_header Host {host_header};",
+        "            proxy_set_header Range $slice_range;",
+        '            proxy_set_header Authorization "";',
+        '            proxy_set_header Cookie "";',
+        "            proxy_connect_timeout 5s;",
+        "            proxy_send_timeout 60s;",
+        "            proxy_read_timeout 60s;",
+        "            proxy_ssl_server_name on;",
+        f"            proxy_ssl_name {host};",
+        "            proxy_ssl_verify on;",
+        "            proxy_ssl_verify_depth 4;",
+        f"            proxy_ssl_trusted_certificate {ca};",
+        "            proxy_ssl_protocols TLSv1.2 TLSv1.3;",
+        "            proxy_ssl_session_reuse on;",
+        "        }",
+        "    }",
+        "}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def rendered_backend_files(state: CacheState, layout: Layout, *, user: str | None = NGINX_USER) -> dict[Path, str]:
+    """Every file a backend unit needs, by path."""
+    files = {layout.nginx_conf: render_nginx(state, layout, user=user)}
+    if state.config.upstream_ca:
+        files[layout.nginx_ca] = state.config.upstream_ca
+    return files
+
+
+def nginx_command(layout: Layout, *args: str) -> list[str]:
+    """nginx on this layout's config: `-e` opens the layout's error log before the config is read (the default
+    one may not be writable), `-p` keeps any default relative path inside the layout."""
+    return [
+        "nginx",
+        "-p",
+        f"{layout.nginx_temp_dir}/",
+        "-e",
+        str(layout.nginx_error_log),
+        "-c",
+        str(layout.nginx_conf),
+        *args,
+    ]
+
+
+def backend_dirs(layout: Layout) -> None:
+    """The directories nginx needs before it starts (it creates the cache and temp dirs inside them)."""
+    # nginx creates (and hands to its worker user) the cache and temp directories, not their parents.
+    for path in (layout.nginx_cache_dir.parent, layout.nginx_temp_dir, layout.nginx_access_log.parent):
+        path.mkdir(parents=True, exist_ok=True)
+    layout.nginx_error_log.parent.mkdir(parents=True, exist_ok=True)
+    layout.nginx_pid.parent.mkdir(parents=True, exist_ok=True)
+
+
+def local_backend(state: CacheState, layout: Layout) -> list[str]:
+    """A backend unit without Juju or systemd (the local stack, the tests): write its files under `layout`
+    (typically `Layout.under(root)`: pid file, temp paths, cache and logs all inside), check them with `nginx -t`
+    and return the argv of its nginx master in the foreground. Stop it with SIGQUIT (graceful) or SIGTERM by
+    PID; reload a changed state with `local_backend` again, then `nginx_command(layout, "-s", "reload")`."""
+    user = "root" if os.geteuid() == 0 else None  # workers keep the caller's uid, who owns the layout
+    write_files(rendered_backend_files(state, layout, user=user))
+    backend_dirs(layout)
+    subprocess.run(nginx_command(layout, "-t", "-q"), check=True, capture_output=True, text=True)
+    return nginx_command(layout, "-g", "daemon off;")
+
+
+def apply_backend(state: CacheState, layout: Layout) -> set[Path]:
+    """Write nginx.conf (and the store's CA), check it with `nginx -t`, reload nginx gracefully: the master
+    starts new workers on the new config, old ones finish their requests; the cache on disk is kept."""
+    changed = write_files(rendered_backend_files(state, layout))
+    backend_dirs(layout)
+    if not changed:
+        return changed
+    run(["nginx", "-t", "-q", "-c", str(layout.nginx_conf)])
+    run(["systemctl", "reload-or-restart", "nginx"])
+    run(["systemctl", "enable", "--now", "nginx"])
+    return changed
+
+
 # --- service control (small functions; the charm's tests replace `run`) -------------------------------------
 
 
@@ -304,9 +536,10 @@ def run(argv: Sequence[str]) -> None:
     subprocess.run(list(argv), check=True, capture_output=True, text=True)
 
 
-def install() -> None:
+def install(role: Role = Role.FRONTEND) -> None:
     run(["apt-get", "update", "-q"])
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES])
+    packages = BACKEND_PACKAGES if role is Role.BACKEND else PACKAGES
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages])
 
 
 def check_configs(layout: Layout) -> None:
@@ -321,6 +554,8 @@ def apply(state: CacheState, layout: Layout) -> set[Path]:
     """Write the configs and reload what changed without dropping connections: HAProxy's master reloads its
     workers seamlessly; varnishreload loads the new VCL into the running varnishd, keeping the cache. A changed
     storage size or listen address (the drop-in) needs a varnish restart, which empties that unit's cache."""
+    if state.config.role is Role.BACKEND:
+        return apply_backend(state, layout)
     changed = write_files(rendered_files(state, layout), private=frozenset({layout.tls_pem}))
     if not changed:
         return changed
