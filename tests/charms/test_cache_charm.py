@@ -217,12 +217,6 @@ def test_role_switch_refused_after_install(ctx, host, tls_pair):
     assert haproxy_cfg() == before and host == []
 
 
-def test_backend_role_not_implemented_yet(ctx, host):
-    state = testing.State(config={"role": "backend"}, stored_states=[installed("backend")])
-    out = ctx.run(ctx.on.config_changed(), state)
-    assert out.unit_status == testing.BlockedStatus("role=backend is not implemented yet")
-
-
 def _provider_data(csr_pem: str, ca: x509.Certificate, ca_key) -> dict[str, str]:
     """What a certificates provider writes: our CSR signed by its CA."""
     import datetime as dt

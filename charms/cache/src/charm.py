@@ -59,8 +59,11 @@ class CacheCharm(ops.CharmBase):
     # -- events ------------------------------------------------------------------------------------------------
 
     def _on_install(self, event: ops.EventBase) -> None:
-        self.unit.status = ops.MaintenanceStatus("installing haproxy and varnish")
-        workload.install()
+        role = Role.BACKEND if self.config.get("role") == Role.BACKEND.value else Role.FRONTEND
+        self.unit.status = ops.MaintenanceStatus(
+            "installing nginx" if role is Role.BACKEND else "installing haproxy and varnish"
+        )
+        workload.install(role)
         self._stored.installed = True
         self._reconcile(event)
 
@@ -80,6 +83,11 @@ class CacheCharm(ops.CharmBase):
         except StateError as problem:
             event.add_status(problem.status)
             return
+        if state.config.role is Role.BACKEND:
+            event.add_status(
+                ops.ActiveStatus(f"backend: {len(state.origins)} app units, upstream {state.config.upstream_host}")
+            )
+            return
         event.add_status(
             ops.ActiveStatus(f"{state.config.role}: {len(state.ring)} ring units, {len(state.origins)} app units")
         )
@@ -87,21 +95,22 @@ class CacheCharm(ops.CharmBase):
     # -- Juju state -> CacheState ------------------------------------------------------------------------------
 
     def _build_state(self, *, publish: bool) -> CacheState:
-        config = juju_state.load_config(self)
-        if not self._stored.role and self._stored.installed:
-            self._stored.role = config.role.value  # the first valid config fixes the role
-        if self._stored.role and self._stored.role != config.role.value:
+        # Checked before the rest of the config: the other role's options would be reported as invalid instead.
+        if self._stored.role and self._stored.role != str(self.config.get("role", "")).strip():
             raise StateError(
                 ops.BlockedStatus(
                     f"role cannot change after deployment (deployed as {self._stored.role}): set it back, or "
                     "deploy another application for the other role"
                 )
             )
-        if config.role is Role.BACKEND:
-            raise StateError(ops.BlockedStatus("role=backend is not implemented yet"))
+        config = juju_state.load_config(self)
+        if not self._stored.role and self._stored.installed:
+            self._stored.role = config.role.value  # the first valid config fixes the role
         address = juju_state.unit_address(self)
         if publish:
             self._publish(config.role, address, config.cache_port)
+        if config.role is Role.BACKEND:
+            return self._backend_state(config, address)
         me = RingMember(unit_name=self.unit.name, address=address, port=config.cache_port)
         ring = juju_state.ring_members(self, me)
         if not self.model.relations[APP]:
@@ -119,9 +128,18 @@ class CacheCharm(ops.CharmBase):
             tls=tls,
         )
 
+    def _backend_state(self, config: juju_state.CharmConfig, address: str) -> CacheState:
+        """role=backend: no ring, no TLS of its own; the app units are its clients (the allow list)."""
+        if not self.model.relations[APP]:
+            raise StateError(ops.BlockedStatus("no client: integrate with updown-app (endpoint app)"))
+        clients = juju_state.origins(self)
+        if not clients:
+            raise StateError(ops.WaitingStatus("waiting for the updown-app units to publish their address"))
+        return CacheState(unit_name=self.unit.name, address=address, config=config, origins=clients)
+
     def _publish(self, role: Role, address: str, port: int) -> None:
         ring = self.model.get_relation(RING)
-        if ring is not None:
+        if ring is not None and role is Role.FRONTEND:
             RingUnitData(address=address, port=port).dump(ring.data[self.unit])
         for relation in self.model.relations[APP]:
             CacheUnitData(role=role, address=address, port=port).dump(relation.data[self.unit])

@@ -6,12 +6,20 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 _SIZE = re.compile(r"^[1-9][0-9]*[KMGT]$")
+_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
+
+
+def size_bytes(value: str) -> int:
+    """A validated size ("8M") in bytes; nginx has no T suffix, so the backend role renders plain bytes."""
+    return int(value[:-1]) * _UNITS[value[-1]]
 
 
 class Role(StrEnum):
@@ -35,6 +43,11 @@ class CacheConfig(BaseModel):
     https_port: Port = 443
     cache_port: Port = 6081
     health_check_interval: int = Field(5, ge=1, le=3600)
+    # role=backend: the object store nginx reads from (https://host[:port], nothing else), the CA bundle (PEM)
+    # that signs its certificate (empty: the system's), and the size of the slices objects are cached in.
+    upstream_url: str = ""
+    upstream_ca: str = ""
+    slice_size: str = "8M"
 
     @field_validator("public_hostname", "private_hostname")
     @classmethod
@@ -44,7 +57,7 @@ class CacheConfig(BaseModel):
             raise ValueError(f"not a hostname: {value!r}")
         return value
 
-    @field_validator("cache_size")
+    @field_validator("cache_size", "slice_size")
     @classmethod
     def _size(cls, value: str) -> str:
         value = value.strip().upper()
@@ -52,8 +65,48 @@ class CacheConfig(BaseModel):
             raise ValueError("must be a number with a K, M, G or T suffix, e.g. 4G")
         return value
 
+    @field_validator("slice_size")
+    @classmethod
+    def _slice_size(cls, value: str) -> str:
+        if not 64 * 1024 <= size_bytes(value) <= 1024**3:
+            raise ValueError("must be between 64K and 1G")
+        return value
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _upstream_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("bad port") from None
+        # The app presigns URLs for the store and sends their path and query to the unit: only the origin here.
+        if parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
+            raise ValueError("must be https://host[:port] (the store is always read over HTTPS)")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be https://host[:port], without a path or query")
+        host = parts.hostname.lower()
+        if not _HOSTNAME.match(host):  # a name: nginx checks the store's certificate against it (and sends SNI)
+            raise ValueError(f"not a hostname: {host!r}")
+        return f"https://{host}" + (f":{port}" if port else "")
+
+    @field_validator("upstream_ca")
+    @classmethod
+    def _upstream_ca(cls, value: str) -> str:
+        value = value.strip()
+        if value and _PEM_CERT.sub("", value).strip():
+            raise ValueError("must be PEM certificates only (-----BEGIN CERTIFICATE----- ...)")
+        return value + "\n" if value else ""
+
     @model_validator(mode="after")
-    def _frontend_needs_hostname(self) -> CacheConfig:
+    def _role_requirements(self) -> CacheConfig:
+        if self.role is Role.BACKEND:  # the frontend's hostnames, TLS and HTTP(S) ports mean nothing here
+            if not self.upstream_url:
+                raise ValueError("upstream-url is required for role=backend")
+            return self
         if self.role is Role.FRONTEND and not self.public_hostname:
             raise ValueError("public-hostname is required for role=frontend")
         if self.private_hostname and self.private_hostname == self.public_hostname:
@@ -61,6 +114,14 @@ class CacheConfig(BaseModel):
         if len({self.http_port, self.https_port, self.cache_port}) != 3:
             raise ValueError("http-port, https-port and cache-port must differ")
         return self
+
+    @property
+    def upstream_host(self) -> str:
+        return urlsplit(self.upstream_url).hostname or ""
+
+    @property
+    def upstream_port(self) -> int:
+        return urlsplit(self.upstream_url).port or 443
 
 
 class RingMember(BaseModel):

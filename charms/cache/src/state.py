@@ -39,11 +39,15 @@ def load_config(charm: ops.CharmBase) -> CharmConfig:
     try:
         return charm.load_config(CharmConfig)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).replace('_', '-') or 'config'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err["loc"], err["msg"]) for err in exc.errors())
         raise StateError(ops.BlockedStatus(f"invalid config: {problems}")) from exc
+
+
+def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    """`option: problem`, or just the problem when it spans options (a model validator)."""
+    msg = msg.removeprefix("Value error, ")
+    option = ".".join(str(p) for p in loc).replace("_", "-")
+    return f"{option}: {msg}" if option else msg
 
 
 def unit_address(charm: ops.CharmBase) -> str:
