@@ -30,6 +30,8 @@ class AppUnitData(_Databag):
     address: str
     port: Annotated[int, Field(ge=1, le=65535)]
     health_path: str = Field("/readyz", alias="health-path", pattern=r"^/")
+    # True while the unit is being restarted (staged rollouts): no new requests, in-flight ones finish.
+    draining: bool = False
 
 
 class CacheUnitData(_Databag):

@@ -151,6 +151,7 @@ class Origin(BaseModel):
     address: str
     port: Port
     health_path: str = "/readyz"
+    draining: bool = False  # gets no new requests (HAProxy `disabled`, left out of Varnish's director)
 
     @property
     def server_name(self) -> str:

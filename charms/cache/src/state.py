@@ -82,7 +82,13 @@ def origins(charm: ops.CharmBase) -> tuple[Origin, ...]:
                 logger.info("app unit %s has not published its address yet", unit.name)
                 continue
             found.append(
-                Origin(unit_name=unit.name, address=data.address, port=data.port, health_path=data.health_path)
+                Origin(
+                    unit_name=unit.name,
+                    address=data.address,
+                    port=data.port,
+                    health_path=data.health_path,
+                    draining=data.draining,
+                )
             )
     return tuple(found)
 

@@ -137,7 +137,10 @@ def render_haproxy(state: CacheState, layout: Layout) -> str:
     if state.origins:
         lines.append(f"    option httpchk GET {_q(state.origins[0].health_path)}")
         lines.append(f"    http-check send hdr Host {_q(cfg.public_hostname)} hdr X-Forwarded-Proto https")
-    lines += [f"    server {o.server_name} {o.address}:{o.port}" for o in state.origins]
+    # A draining origin is `disabled` (maintenance): no new requests, the ones in flight finish.
+    lines += [
+        f"    server {o.server_name} {o.address}:{o.port}" + (" disabled" if o.draining else "") for o in state.origins
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -152,14 +155,17 @@ def render_vcl(state: CacheState) -> str:
         "import std;",
         "",
     ]
-    if not state.origins:
+    # A draining origin is left out of the director (and, being then unused, not declared: VCC refuses unused
+    # backends); its fetches in flight finish. It may still PURGE/BAN.
+    serving = [o for o in state.origins if not o.draining]
+    if not serving:
         # Varnish refuses a VCL without a backend: a placeholder that is always sick.
         out += [
             'backend no_origin { .host = "127.0.0.1"; .port = "9";',
             '    .probe = { .url = "/"; .interval = 3600s; .initial = 0; } }',
             "",
         ]
-    for o in state.origins:
+    for o in serving:
         out += [
             f"backend {o.server_name.replace('-', '_')} {{",
             f'    .host = "{_q(o.address)}";',
@@ -192,7 +198,7 @@ def render_vcl(state: CacheState) -> str:
         "sub vcl_init {",
         "    new origin = directors.round_robin();",
     ]
-    names = [o.server_name.replace("-", "_") for o in state.origins] or ["no_origin"]
+    names = [o.server_name.replace("-", "_") for o in serving] or ["no_origin"]
     out += [f"    origin.add_backend({n});" for n in names]
     private = []
     if cfg.private_hostname:  # the private hostname is never cached (HAProxy already sends it to the app)
