@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from updown_app.api import download, files, health, latest, links, resumable, upload
+from updown_app.api import download, files, health, index, latest, links, resumable, upload
 from updown_app.api.files import download_path
 from updown_app.auth.private import Authorizer, DenyAll
 from updown_app.auth.signed_requests import RequestVerifier
@@ -55,6 +55,7 @@ async def build_context(settings: Settings, authorizer: Authorizer | None = None
     if context.purger.enabled:
         context.state_hooks.append(_purge_unpublished(context.purger))
     latest.install(context)
+    await index.setup(context)
     return context
 
 
@@ -119,6 +120,8 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
             aclose = getattr(context.authorizer, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if context.index is not None:
+                await context.index.aclose()
             await context.purger.aclose()
             await context.storage.close()
             await context.engine.dispose()
@@ -139,6 +142,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         Route("/v1/files/{file_id}/unpublish", files.unpublish, methods=["POST"]),
         Route("/v1/files/{file_id}/links", links.mint, methods=["POST"]),
         Route("/-/link/{token}/{package}/{revision}/{filename}", links.download, methods=["GET", "HEAD"]),
+        Route("/-/tuf/metadata/{name}", index.metadata, methods=["GET", "HEAD"]),
         Route("/{package}/{channel}/latest/{pattern}", latest.latest, methods=["GET", "HEAD"]),
         Route("/{package}/{revision}/{filename}", download.download, methods=["GET", "HEAD"]),
     ]

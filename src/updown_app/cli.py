@@ -194,6 +194,10 @@ def parser() -> argparse.ArgumentParser:
         with_client(sp)
         sp.set_defaults(func=func)
 
+    from updown_app.index.keys_cli import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
+
     sp = sub.add_parser("download", help="download (resuming) and verify a file")
     sp.add_argument("file_url")
     sp.add_argument("-o", "--output")

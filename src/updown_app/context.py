@@ -11,6 +11,7 @@ from starlette.requests import Request
 from updown_app.auth.private import Authorizer
 from updown_app.auth.signed_requests import RequestVerifier
 from updown_app.cache_purge import CachePurger
+from updown_app.index.repository import SignedIndex
 from updown_app.metadata.models import File, FileState
 from updown_app.metadata.repository import Repository
 from updown_app.settings import Settings
@@ -29,6 +30,8 @@ class AppContext:
     purger: CachePurger
     # Called after a publish/unpublish changed a file's state (cache purges, index updates).
     state_hooks: list[Callable[[File, FileState], Awaitable[None]]] = field(default_factory=list)
+    # The signed (TUF) index, when index.root_dir and index.keys_file are configured.
+    index: SignedIndex | None = None
 
 
 def ctx(request: Request) -> AppContext:

@@ -1,0 +1,1 @@
+"""The signed (TUF) index of published public files: keys, the repository the service maintains, verification."""
