@@ -33,6 +33,16 @@ UPLOAD_SESSIONS_LIVE = Gauge(
 )
 UPLOAD_SESSIONS_PURGED = Counter("updown_upload_sessions_purged_total", "Expired upload sessions purged")
 UPLOAD_PURGED_BYTES = Counter("updown_upload_purged_bytes_total", "Bytes of parts removed by purges")
+READ_CACHE_READS = Counter(
+    "updown_read_cache_reads_total",
+    "Object reads served through a backend cache unit, by unit and its cache status (X-Cache: HIT or MISS)",
+    ["unit", "cache"],
+)
+READ_CACHE_FALLBACKS = Counter(
+    "updown_read_cache_fallbacks_total",
+    "Object reads that went to the store directly because the chosen backend cache unit failed",
+    ["unit", "reason"],
+)
 CACHE_PURGES = Counter("updown_cache_purges_total", "Paths purged from a frontend cache unit", ["endpoint"])
 CACHE_PURGE_FAILURES = Counter(
     "updown_cache_purge_failures_total", "Failed purge attempts of a frontend cache unit", ["endpoint"]

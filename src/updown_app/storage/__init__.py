@@ -15,7 +15,17 @@ from updown_app.storage.base import (
 
 
 def create_storage(settings: Settings) -> Storage:
-    """The backend the settings name."""
+    """The backend the settings name; with ``caches.backends`` set, its object reads go through those backend
+    cache units (``read_cache``)."""
+    if not settings.caches.backends:
+        return _backend(settings)
+    from updown_app.storage.read_cache import ReadCacheStorage, check_presignable
+
+    check_presignable(settings)
+    return ReadCacheStorage(_backend(settings), settings.caches.backends, chunk_size=settings.chunk_size)
+
+
+def _backend(settings: Settings) -> Storage:
     if settings.storage.backend == "local":
         from updown_app.storage.local import LocalStorage
 
