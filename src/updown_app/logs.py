@@ -33,3 +33,5 @@ def setup_logging(level: str = "info") -> None:
     root.setLevel(level.upper())
     # uvicorn's own access log would duplicate ours and print query strings.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request's URL at info: a presigned URL's query (TempURL signature) is a credential.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
