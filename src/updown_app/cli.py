@@ -197,6 +197,9 @@ def parser() -> argparse.ArgumentParser:
     from updown_app.index.keys_cli import add_parser as add_keys_parser
 
     add_keys_parser(sub)
+    from updown_app.mirror import add_parser as add_mirror_parser
+
+    add_mirror_parser(sub)
 
     sp = sub.add_parser("download", help="download (resuming) and verify a file")
     sp.add_argument("file_url")

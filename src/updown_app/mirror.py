@@ -1,0 +1,234 @@
+"""``updown mirror``: import an upstream updown's published files into this instance, verified with TUF.
+
+    updown mirror --upstream https://updown.example --root-of-trust root.json [--package P] [--channel C]
+                  [--dry-run] [--config updown.toml]
+
+The upstream's metadata is fetched and verified by python-tuf's ``ngclient.Updater`` from the trusted root on:
+bad signatures, expired metadata and rolled-back versions are refused and nothing is imported. Each selected
+target missing here is downloaded (resuming an interrupted download), checked against its signed length and
+hashes, stored and recorded through the upload's verifying code, and published under the same name in the same
+channels. A target whose bytes do not match is refused; the others are imported. Files already here are only
+brought to the upstream's channels; files this command imported that upstream no longer publishes are
+unpublished. Idempotent and incremental; the trusted metadata lives in ``<data_dir>/upstreams/<host>``.
+
+Prints a JSON summary. Exit status: 0 everything selected is in sync; 1 some targets were refused or failed
+(the rest is imported); 2 the upstream's metadata was refused or unreachable (nothing changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from updown_app.context import AppContext
+from updown_app.metadata.channels import Channels
+from updown_app.metadata.models import File, FileState, Visibility
+from updown_app.storage.base import StorageError
+from updown_app.upstream import (
+    IMPORT_KEY_ID,
+    RefusedError,
+    UpstreamIndex,
+    find_by_name,
+    import_target,
+    publish_imported,
+    refusal_reason,
+    split_target,
+    target_channels,
+)
+
+log = logging.getLogger("updown.mirror")
+
+EXIT_OK, EXIT_PARTIAL, EXIT_REFUSED = 0, 1, 2
+
+
+@dataclass
+class Summary:
+    upstream: str
+    dry_run: bool
+    selected: int = 0
+    imported: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unpublished: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    refused: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    error: dict[str, str] | None = None
+
+    @property
+    def exit_status(self) -> int:
+        if self.error is not None:
+            return EXIT_REFUSED
+        return EXIT_PARTIAL if self.refused or self.failed else EXIT_OK
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "upstream": self.upstream,
+            "dry_run": self.dry_run,
+            "selected": self.selected,
+            "imported": self.imported,
+            "updated": self.updated,
+            "unpublished": self.unpublished,
+            "unchanged": self.unchanged,
+            "refused": self.refused,
+            "failed": self.failed,
+            "error": self.error,
+            "exit_status": self.exit_status,
+        }
+
+
+def selected(custom: Any, packages: list[str], channels: list[str]) -> bool:
+    custom = custom if isinstance(custom, dict) else {}
+    if packages and custom.get("package") not in packages:
+        return False
+    return not channels or bool(set(channels) & set(custom.get("channels") or []))
+
+
+async def mirror(
+    context: AppContext,
+    upstream: UpstreamIndex,
+    *,
+    packages: list[str] | None = None,
+    channels: list[str] | None = None,
+    dry_run: bool = False,
+) -> Summary:
+    packages, channels = packages or [], channels or []
+    summary = Summary(upstream.base_url, dry_run)
+    try:
+        upstream.refresh()
+    except Exception as exc:
+        summary.error = {"reason": refusal_reason(exc), "message": f"{type(exc).__name__}: {exc}"}
+        log.error("upstream metadata refused", extra={"reason": summary.error["reason"]})
+        return summary
+    targets = {p: t for p, t in upstream.targets().items() if selected(t.custom, packages, channels)}
+    summary.selected = len(targets)
+    chans = Channels(context.repository.sessions)
+    for path, info in sorted(targets.items()):
+        try:
+            name = split_target(path)
+            local = await find_by_name(context, name)
+            if local is not None:
+                if local.sha256 != info.hashes.get("sha256") or local.visibility != Visibility.public.value:
+                    raise RefusedError("conflict", f"{path}: a different file has this name here")
+                wanted = target_channels(info)
+                if local.state == FileState.published.value and await chans.of(local.id) == wanted:
+                    summary.unchanged += 1
+                elif dry_run:
+                    summary.updated.append(path)
+                else:
+                    await publish_imported(context, local, wanted)
+                    summary.updated.append(path)
+                continue
+            if dry_run:
+                summary.imported.append(path)
+                continue
+            source = upstream.download(info)
+            await import_target(context, info, source)
+            source.unlink(missing_ok=True)
+            summary.imported.append(path)
+        except RefusedError as exc:
+            summary.refused.append({"path": path, "reason": exc.reason, "message": str(exc)})
+            log.error("target refused", extra={"path": path, "reason": exc.reason})
+        except (OSError, StorageError, Exception) as exc:
+            summary.failed.append({"path": path, "reason": type(exc).__name__, "message": str(exc)[:300]})
+            log.exception("target failed", extra={"path": path})
+    await _unpublish_gone(context, set(upstream.targets()), packages, channels, summary)
+    return summary
+
+
+async def _unpublish_gone(
+    context: AppContext, upstream_paths: set[str], packages: list[str], channels: list[str], summary: Summary
+) -> None:
+    """Files this command imported that upstream no longer publishes: unpublished, like upstream did."""
+    async with context.repository.sessions() as session:
+        query = select(File).where(File.created_by == IMPORT_KEY_ID, File.state == FileState.published.value)
+        if packages:
+            query = query.where(File.package.in_(packages))
+        imported = list((await session.scalars(query)).all())
+    for file in imported:
+        path = f"{file.package}/{file.revision}/{file.filename}"
+        if path in upstream_paths or channels:  # with a channel filter, absence says nothing
+            continue
+        summary.unpublished.append(path)
+        if summary.dry_run:
+            continue
+        change = await context.repository.set_state(file.id, FileState.unpublished, IMPORT_KEY_ID)
+        if change is not None and change.changed:
+            for hook in context.state_hooks:
+                await hook(change.file, FileState.unpublished)
+
+
+async def run(
+    settings: Any,
+    upstream_url: str,
+    root_of_trust: bytes,
+    *,
+    packages: list[str],
+    channels: list[str],
+    dry_run: bool,
+    state_dir: Path | None,
+    ca_bundle: Path | None,
+) -> Summary:
+    from updown_app.app import build_context
+    from updown_app.upstream import state_dir_for
+
+    context = await build_context(settings)
+    upstream = UpstreamIndex(
+        upstream_url,
+        root_of_trust,
+        state_dir or state_dir_for(settings.data_dir, upstream_url),
+        ca_bundle=ca_bundle,
+    )
+    try:
+        return await mirror(context, upstream, packages=packages, channels=channels, dry_run=dry_run)
+    finally:
+        upstream.close()
+        if context.index is not None:
+            await context.index.aclose()
+        await context.purger.aclose()
+        await context.storage.close()
+        await context.engine.dispose()
+
+
+def cmd_mirror(args: argparse.Namespace) -> int:
+    from updown_app.cli import _settings
+
+    settings = _settings(args)
+    try:
+        root = args.root_of_trust.read_bytes()
+    except OSError as exc:
+        sys.exit(f"updown: cannot read --root-of-trust: {exc.strerror}")
+    summary = asyncio.run(
+        run(
+            settings,
+            args.upstream,
+            root,
+            packages=args.package or [],
+            channels=args.channel or [],
+            dry_run=args.dry_run,
+            state_dir=args.state_dir,
+            ca_bundle=args.cacert,
+        )
+    )
+    print(json.dumps(summary.json(), indent=2))
+    return summary.exit_status
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sp = sub.add_parser("mirror", help="import an upstream's published files, verified against its signed index")
+    sp.add_argument("--upstream", required=True, help="the upstream's base URL")
+    sp.add_argument("--root-of-trust", type=Path, required=True, help="the upstream's root.json, trusted first")
+    sp.add_argument("--package", action="append", help="only this package (repeatable)")
+    sp.add_argument("--channel", action="append", help="only files in this channel (repeatable)")
+    sp.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
+    sp.add_argument("--state-dir", type=Path, help="trusted metadata and partial downloads of this upstream")
+    sp.add_argument("--cacert", type=Path, help="CA bundle for the upstream's certificate")
+    sp.add_argument("--config", type=Path, help="TOML config file of this instance (also UPDOWN_CONFIG)")
+    sp.set_defaults(func=cmd_mirror)

@@ -1,0 +1,245 @@
+"""An upstream updown's signed index, read with python-tuf's ``ngclient.Updater``, and the verified import of its
+files into this instance: what ``updown mirror`` and the pull-through downloads share.
+
+Every byte imported is checked twice: against the length and SHA-256/SHA-512 of the upstream's signed targets
+metadata (so a tampered file or a lying upstream store is refused), then, while it is written to our storage,
+by the same verifying stream and record builder as an upload.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import TargetFile
+from tuf.ngclient import Updater, UpdaterConfig
+
+from updown_app.api.upload import PACKAGE_RE, REVISION_RE, check_filename, file_record, object_key
+from updown_app.context import AppContext
+from updown_app.errors import ApiError
+from updown_app.hashing import Declared, MultiHasher, verified_stream
+from updown_app.index.fetcher import CHUNK, HttpxFetcher, http_client
+from updown_app.metadata.channels import Channels
+from updown_app.metadata.models import File, FileState, Visibility
+
+log = logging.getLogger("updown.upstream")
+IMPORT_KEY_ID = "mirror"  # who the history of an imported file names
+
+
+class RefusedError(Exception):
+    """The upstream's metadata or a file's bytes failed verification; ``reason`` says which check."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def refusal_reason(exc: Exception) -> str:
+    """A short name for what python-tuf refused (for summaries and metrics)."""
+    if isinstance(exc, tuf_errors.ExpiredMetadataError):
+        return "expired_metadata"
+    if isinstance(exc, tuf_errors.BadVersionNumberError):
+        return "rollback"
+    if isinstance(exc, tuf_errors.UnsignedMetadataError):
+        return "bad_signature"
+    if isinstance(exc, tuf_errors.LengthOrHashMismatchError):
+        return "hash_mismatch"
+    if isinstance(exc, tuf_errors.RepositoryError):
+        return "bad_metadata"
+    return "unreachable"
+
+
+@dataclass(frozen=True)
+class TargetName:
+    package: str
+    revision: str
+    filename: str
+
+
+def split_target(path: str) -> TargetName:
+    parts = path.split("/")
+    if len(parts) != 3 or not PACKAGE_RE.match(parts[0]) or not REVISION_RE.match(parts[1]):
+        raise RefusedError("bad_target", f"target path {path!r} is not package/revision/filename")
+    try:
+        check_filename(parts[2])
+    except ApiError:
+        raise RefusedError("bad_target", f"target path {path!r} has an invalid filename") from None
+    return TargetName(*parts)
+
+
+def state_dir_for(data_dir: Path, upstream: str) -> Path:
+    """Where the upstream's trusted metadata and partial downloads are kept, one directory per upstream."""
+    parts = urlsplit(upstream)
+    name = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{parts.hostname}_{parts.port or ''}{parts.path}").strip("_")
+    return data_dir / "upstreams" / name
+
+
+class UpstreamIndex:
+    def __init__(
+        self,
+        upstream: str,
+        root_of_trust: bytes,
+        state_dir: Path,
+        ca_bundle: Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = upstream.rstrip("/")
+        self.root_of_trust = root_of_trust
+        self.state_dir = state_dir
+        self.metadata_dir = state_dir / "metadata"
+        self.partial_dir = state_dir / "partial"
+        self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        self.http = http_client(ca_bundle, timeout)
+        self.updater: Updater | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    def refresh(self) -> None:
+        """Fetch and verify the upstream's newest metadata (root chain, timestamp, snapshot, targets).
+
+        Raises python-tuf's errors: bad signatures, expired metadata, rollbacks, unreachable upstream. The
+        metadata directory keeps what was last trusted, so a later rollback is refused across runs too.
+        """
+        updater = Updater(
+            str(self.metadata_dir),
+            f"{self.base_url}/-/tuf/metadata/",
+            None,
+            f"{self.base_url}/",
+            fetcher=HttpxFetcher(self.http),
+            config=UpdaterConfig(prefix_targets_with_hash=False),
+            bootstrap=self.root_of_trust,
+        )
+        updater.refresh()
+        self.updater = updater
+
+    def targets(self) -> dict[str, TargetFile]:
+        """Every target of the verified top-level targets metadata (ngclient looks targets up one at a time; the
+        list comes from its trusted set, which holds only verified metadata)."""
+        assert self.updater is not None, "refresh() first"
+        trusted = self.updater._trusted_set.targets.targets
+        return dict(trusted)
+
+    def targetinfo(self, path: str) -> TargetFile | None:
+        assert self.updater is not None, "refresh() first"
+        return self.updater.get_targetinfo(path)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/" + quote(path, safe="/!$&'()*+,;=:@")
+
+    def download(self, info: TargetFile) -> Path:
+        """Download a target to a partial file, resuming what an earlier run left, then verify its length and
+        hashes against the signed metadata; RefusedError (and the partial file removed) when they differ."""
+        sha256 = info.hashes["sha256"]
+        partial = self.partial_dir / sha256
+        have = partial.stat().st_size if partial.exists() else 0
+        headers = {"x-forwarded-proto": "https"} if self.base_url.startswith("http://") else {}
+        if 0 < have < info.length:
+            headers.update({"range": f"bytes={have}-", "if-range": f'"{sha256}"'})
+        if have < info.length or have == 0:
+            with self.http.stream("GET", self.url(info.path), headers=headers) as response:
+                if response.status_code not in (200, 206):
+                    raise RefusedError("unreachable", f"upstream answered {response.status_code} for {info.path}")
+                mode = "ab" if response.status_code == 206 else "wb"
+                written = have if mode == "ab" else 0
+                with partial.open(mode) as out:
+                    for chunk in response.iter_bytes(CHUNK):
+                        written += len(chunk)
+                        if written > info.length:
+                            break  # longer than signed: refused below without reading the rest
+                        out.write(chunk)
+        try:
+            with partial.open("rb") as f:
+                info.verify_length_and_hashes(f)
+        except tuf_errors.LengthOrHashMismatchError as exc:
+            partial.unlink(missing_ok=True)
+            raise RefusedError("hash_mismatch", f"{info.path}: {exc}") from None
+        return partial
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            yield chunk
+
+
+async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def find_by_name(context: AppContext, name: TargetName) -> File | None:
+    from sqlalchemy import select
+
+    async with context.repository.sessions() as session:
+        query = select(File).where(
+            File.package == name.package, File.revision == name.revision, File.filename == name.filename
+        )
+        return await session.scalar(query)
+
+
+async def store_verified(context: AppContext, info: TargetFile, source: Path) -> tuple[str, MultiHasher]:
+    """Put a downloaded, TUF-verified file into our storage (once per content) through the upload's verifying
+    stream; returns the object key and the hasher holding all four digests."""
+    first = MultiHasher()
+    for chunk in _file_chunks(source):
+        first.update(chunk)
+    digests = first.digests()
+    if digests.sha256 != info.hashes["sha256"] or digests.sha512 != info.hashes.get("sha512", digests.sha512):
+        raise RefusedError("hash_mismatch", f"{info.path}: the file changed after it was verified")
+    declared = Declared(size=digests.size, md5=digests.md5, sha256=digests.sha256)
+    hasher = MultiHasher()
+    key = await context.repository.object_for_sha256(digests.sha256)
+    if key is not None and await context.storage.head(key) is not None:
+        return key, first
+    key = object_key(digests.sha256)
+    body = verified_stream(_aiter(_file_chunks(source)), declared, hasher, context.settings.chunk_size)
+    await context.storage.put(key, body, size=declared.size, md5=declared.md5)
+    return key, hasher
+
+
+async def publish_imported(context: AppContext, file: File, channels: list[str]) -> bool:
+    """Published, in exactly ``channels``, with the state hooks (index, cache purges) run; True if it changed."""
+    change = await context.repository.set_state(file.id, FileState.published, IMPORT_KEY_ID)
+    assert change is not None
+    moved = await Channels(context.repository.sessions).set(file.id, channels)
+    if change.changed or moved:
+        for hook in context.state_hooks:
+            await hook(change.file, FileState.published)
+    return change.changed or moved
+
+
+async def import_target(context: AppContext, info: TargetFile, source: Path) -> File:
+    """Record a verified, stored file under the upstream's name, published in its channels."""
+    name = split_target(info.path)
+    key, hasher = await store_verified(context, info, source)
+    record = file_record(
+        hasher.digests(),
+        package=name.package,
+        revision=name.revision,
+        filename=name.filename,
+        visibility=Visibility.public.value,
+        key=key,
+        key_id=IMPORT_KEY_ID,
+    )
+    await context.repository.add(record, IMPORT_KEY_ID)
+    await publish_imported(context, record, target_channels(info))
+    return record
+
+
+def target_channels(info: TargetFile) -> list[str]:
+    from updown_app.api.files import parse_channels
+
+    channels = info.custom.get("channels", []) if isinstance(info.custom, dict) else []
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        return []
+    try:
+        return parse_channels(",".join(channels))
+    except ApiError:
+        return []
