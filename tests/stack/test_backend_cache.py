@@ -426,3 +426,23 @@ def test_a_unit_down_the_app_reads_the_store_directly(app_two, units, tmp_path) 
     assert fallbacks > before  # some of the 8 keys belong to the stopped unit
     assert "backend cache unit failed, reading the store directly" in app_two.log()
     assert "temp_url_sig" not in app_two.log()
+
+
+def test_a_unit_dying_mid_download_the_rest_comes_from_the_store(app, units, tmp_path) -> None:
+    path, data = publish(app, tmp_path, 48 * MiB)
+    unit = units[0]
+    before = metric(app, "updown_read_cache_fallbacks_total", unit=unit.name, reason="broken")
+    got = bytearray()
+    try:
+        with app.http(host="localhost") as http, http.stream("GET", path) as response:
+            chunks = response.iter_bytes()
+            while len(got) < 2 * MiB:
+                got += next(chunks)
+            unit.stop()  # fast shutdown: the unit closes the app's connection mid-body
+            for chunk in chunks:
+                got += chunk
+    finally:
+        if unit.proc is None:
+            unit.start()
+    assert len(got) == len(data) and bytes(got) == data
+    assert metric(app, "updown_read_cache_fallbacks_total", unit=unit.name, reason="broken") == before + 1
