@@ -372,6 +372,8 @@ def start(run: Path, base: int) -> None:
         f"UPDOWN_TEST_STACK_SSO_CLIENT={SSO_CLIENT_ID}:{(run / 'sso-client-secret').read_text()}\n"
         f"UPDOWN_TEST_STACK_STORE_PORT={p['store']}\n"
         f"UPDOWN_TEST_STACK_SCRIPT={ROOT / 'scripts' / 'stack.sh'}\n"
+        f"UPDOWN_TEST_STACK_SPARE_FRONTEND=https://{PUBLIC}:{p[f'https{FRONTENDS}']}\n"
+        f"UPDOWN_TEST_STACK_RUN={run}\n"
     )
     print(f"stack up: frontends {urls('https', 'https')}; env in {run / 'stack.env'}")
 

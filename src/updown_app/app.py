@@ -28,6 +28,7 @@ from updown_app.metadata.db import create_engine, migrate, session_factory
 from updown_app.metadata.models import File, FileState
 from updown_app.metadata.repository import Repository
 from updown_app.metrics import MetricsMiddleware, metrics_endpoint
+from updown_app.pull_through import PullThrough
 from updown_app.settings import Settings
 from updown_app.storage import create_storage
 
@@ -39,7 +40,7 @@ async def build_context(settings: Settings, authorizer: Authorizer | None = None
     engine = create_engine(settings.resolved_database_url)
     if settings.auto_migrate:
         await migrate(engine)
-    repository = Repository(session_factory(engine), settings.lookup_cache_ttl)
+    repository = Repository(session_factory(engine), settings.resolved_lookup_cache_ttl)
     keys = settings.signing_keys()
     if not keys:
         log.warning("no HMAC keys configured: every signed request will be refused")
@@ -50,12 +51,14 @@ async def build_context(settings: Settings, authorizer: Authorizer | None = None
         storage=create_storage(settings),
         verifier=RequestVerifier(keys, repository, settings.max_clock_skew),
         authorizer=authorizer or build_authorizer(settings) or DenyAll(),
-        purger=CachePurger(settings.caches, settings.public_host, settings.lookup_cache_ttl),
+        purger=CachePurger(settings.caches, settings.public_host, settings.resolved_lookup_cache_ttl),
     )
     if context.purger.enabled:
         context.state_hooks.append(_purge_unpublished(context.purger))
     latest.install(context)
     await index.setup(context)
+    if PullThrough.configured(settings):
+        context.pull_through = PullThrough(context, settings)
     return context
 
 
@@ -122,6 +125,8 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
                 await aclose()
             if context.index is not None:
                 await context.index.aclose()
+            if context.pull_through is not None:
+                await context.pull_through.aclose()
             await context.purger.aclose()
             await context.storage.close()
             await context.engine.dispose()

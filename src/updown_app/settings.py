@@ -381,10 +381,12 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     upstream: UpstreamSettings = UpstreamSettings()
 
-    lookup_cache_ttl: float = Field(
-        default=1.0,
+    lookup_cache_ttl: float | None = Field(
+        default=None,
         ge=0,
-        description="Seconds other processes may keep serving a file unpublished elsewhere; 0 disables the cache.",
+        description="Seconds other processes may keep serving a file unpublished elsewhere; 0 disables the cache. "
+        "Default: 1 s on a single node, 0 behind the frontend caches (caches.frontends), where a stale answer "
+        "would be cached again right after the purge.",
     )
 
     # Operations.
@@ -447,6 +449,12 @@ class Settings(BaseSettings):
     @property
     def objects_path(self) -> Path:
         return self.storage.local.path or self.data_dir / "objects"
+
+    @property
+    def resolved_lookup_cache_ttl(self) -> float:
+        if self.lookup_cache_ttl is not None:
+            return self.lookup_cache_ttl
+        return 0.0 if self.caches.frontends else 1.0
 
     @property
     def redirect_port(self) -> int:
