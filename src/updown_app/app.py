@@ -22,6 +22,7 @@ from updown_app.auth.signed_requests import RequestVerifier
 from updown_app.auth.store_authorizer import build_authorizer
 from updown_app.cache_purge import CachePurger
 from updown_app.context import AppContext
+from updown_app.dot_segments import DotSegmentsMiddleware
 from updown_app.errors import ApiError, api_error_handler, error_response
 from updown_app.https_only import HttpsOnlyMiddleware
 from updown_app.metadata.db import create_engine, migrate, session_factory
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     middleware += [
         Middleware(MetricsMiddleware, access_log=settings.access_log),
         Middleware(HttpsOnlyMiddleware, redirect_port=settings.redirect_port, hsts=settings.tls),
+        Middleware(DotSegmentsMiddleware),
     ]
     return Starlette(
         routes=routes,
