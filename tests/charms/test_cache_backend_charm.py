@@ -153,6 +153,7 @@ def test_frontend_requirements_do_not_block_a_backend(ctx, host):
         ({"upstream-url": "http://swift.example.test"}, "invalid config: upstream-url: "),
         ({"upstream-url": "https://swift.example.test/v1/AUTH_x"}, "invalid config: upstream-url: "),
         ({"upstream-url": "https://bad host"}, "invalid config: upstream-url: "),
+        ({"upstream-url": "https://10.0.0.5:8080"}, "invalid config: upstream-url: name the store by its host name"),
         ({"slice-size": "16"}, "invalid config: slice-size: "),
         ({"slice-size": "2G"}, "invalid config: slice-size: "),
         ({"cache-size": "lots"}, "invalid config: cache-size: "),

@@ -89,8 +89,10 @@ class CacheConfig(BaseModel):
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("must be https://host[:port], without a path or query")
         host = parts.hostname.lower()
-        if not _HOSTNAME.match(host):  # a name: nginx checks the store's certificate against it (and sends SNI)
+        if not _HOSTNAME.match(host):
             raise ValueError(f"not a hostname: {host!r}")
+        if re.fullmatch(r"[0-9.]+", host):  # nginx matches the certificate's DNS names only (and sends it as SNI)
+            raise ValueError("name the store by its host name, not an IP address (its certificate is checked)")
         return f"https://{host}" + (f":{port}" if port else "")
 
     @field_validator("upstream_ca")
