@@ -13,6 +13,7 @@ import os
 import random
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -136,6 +137,9 @@ class TlsStore:
 @pytest.fixture(scope="module")
 def tls_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsStore]:
     swift = urlsplit(need_service("Swift", SWIFT_URL))
+    for binary in ("haproxy", "nginx"):
+        if shutil.which(binary) is None:
+            pytest.fail(f"{binary} is not installed (scripts/apt-packages.txt)")
     root = tmp_path_factory.mktemp("tls-store")
     chain, key = make_tls("localhost", ["localhost"])
     (root / "store.pem").write_text(chain + key)
