@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
@@ -16,6 +17,9 @@ from updown_app.metadata.models import File, FileState
 from updown_app.metadata.repository import Repository
 from updown_app.settings import Settings
 from updown_app.storage.base import Storage
+
+if TYPE_CHECKING:
+    from updown_app.pull_through import PullThrough
 
 
 @dataclass
@@ -32,6 +36,8 @@ class AppContext:
     state_hooks: list[Callable[[File, FileState], Awaitable[None]]] = field(default_factory=list)
     # The signed (TUF) index, when index.root_dir and index.keys_file are configured.
     index: SignedIndex | None = None
+    # Pull-through downloads from an upstream updown, when upstream.url and upstream.root_file are configured.
+    pull_through: PullThrough | None = None
 
 
 def ctx(request: Request) -> AppContext:

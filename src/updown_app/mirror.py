@@ -192,6 +192,8 @@ async def run(
         upstream.close()
         if context.index is not None:
             await context.index.aclose()
+        if context.pull_through is not None:
+            await context.pull_through.aclose()
         await context.purger.aclose()
         await context.storage.close()
         await context.engine.dispose()

@@ -91,6 +91,15 @@ async def download(request: Request) -> Response | ObjectResponse:
     try:
         file, private = await find_file(context, request)
     except ApiError as exc:
+        if (
+            exc.status == 404
+            and context.pull_through is not None
+            and request_host(request) == context.settings.public_host
+        ):
+            try:
+                return await context.pull_through.serve(request, **request.path_params)
+            except ApiError as pulled:
+                return pulled.response()
         if request_host(request) == context.settings.private_host:
             exc.headers.setdefault("vary", "Authorization")
             exc.headers.setdefault("cache-control", PRIVATE_CACHE)
