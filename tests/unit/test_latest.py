@@ -154,3 +154,22 @@ def test_a_change_bans_the_packages_latest_urls_before_answering(
     with srv.client() as c:
         c.publish(fid, ["stable"])
     assert recorder.bans == []
+
+
+def test_files_in_no_channel_ban_nothing_leaving_the_last_channel_does(
+    srv: ServerProcess, recorder: BanRecorder, tmp_path: Path
+) -> None:
+    fid = upload(srv, tmp_path, "nochan", "1", "n.bin")
+
+    def latest_bans() -> int:
+        return sum(1 for _, _, ban in recorder.bans if "/latest/" in ban)
+
+    recorder.bans.clear()
+    with srv.client() as c:
+        c.publish(fid)
+        c.unpublish(fid)
+        assert latest_bans() == 0
+        c.publish(fid, ["edge"])
+        assert latest_bans() == 1
+        c.publish(fid, [])  # out of its last channel: the edge latest URL changed
+        assert latest_bans() == 2

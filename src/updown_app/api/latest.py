@@ -22,7 +22,7 @@ from updown_app.api.upload import PACKAGE_RE
 from updown_app.cache_purge import RETRY_BACKOFF, CachePurger
 from updown_app.context import AppContext, ctx
 from updown_app.errors import ApiError
-from updown_app.metadata.channels import Channels
+from updown_app.metadata.channels import Channels, channels_moved
 from updown_app.metadata.models import File, FileState, Visibility
 
 log = logging.getLogger("updown.latest")
@@ -80,12 +80,15 @@ async def ban(purger: CachePurger, regex: str) -> bool:
 
 
 def install(context: AppContext) -> None:
-    """Ban a package's latest URLs whenever one of its public files changes state or channels."""
+    """Ban a package's latest URLs whenever one of its public files in a channel changes state or channels."""
     if not context.purger.enabled:
         return
 
+    channels = Channels(context.repository.sessions)
+
     async def hook(file: File, state: FileState) -> None:
-        if file.visibility == Visibility.public.value:
+        # A file in no channel is behind no latest URL, unless it just left its channels.
+        if file.visibility == Visibility.public.value and (channels_moved.get() or await channels.of(file.id)):
             await ban(context.purger, latest_ban_regex(file.package))
 
     context.state_hooks.append(hook)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -12,6 +13,9 @@ from updown_app.metadata.models import File, FileChannel, FileState, Visibility
 
 # Files looked at per "latest" lookup before giving up on a pattern; a package's channel rarely holds more.
 LATEST_SCAN_LIMIT = 5000
+# Whether the last Channels.set of this request changed a file's channels: the state hooks that run next (cache
+# bans of "latest" URLs) must act on a file taken out of its last channel too, which they can no longer see.
+channels_moved: ContextVar[bool] = ContextVar("channels_moved", default=False)
 
 
 class Channels:
@@ -41,6 +45,7 @@ class Channels:
             query = select(FileChannel.channel).where(FileChannel.file_id == file_id)
             current = set((await session.scalars(query)).all())
             wanted = set(channels)
+            channels_moved.set(current != wanted)
             if current == wanted:
                 return False
             gone = current - wanted
