@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "charms" / "cache" / "src")]
 from tests.charms.tls import make_tls  # noqa: E402
 
 import workload  # noqa: E402
-from models import CacheConfig, CacheState, Origin, RingMember, TLSMaterial  # noqa: E402
+from models import CacheConfig, CacheState, Origin, RingMember, Role, TLSMaterial  # noqa: E402
 
 APPS = 2
 FRONTENDS = 2
@@ -38,7 +38,7 @@ SSO_CLIENT_ID = "updown-stack"
 
 
 def ports(base: int) -> dict[str, int]:
-    p = {"sso": base + 5, "store": base + 6, "swift_tls": base + 7}
+    p = {"sso": base + 5, "store": base + 6, "swift_tls": base + 7, "backend0": base + 50}
     for i in range(APPS):
         p |= {f"app{i}": base + 2 * i, f"app_redirect{i}": base + 2 * i + 1}
     for i in range(4):  # frontend units 0..3 (add-unit may add the third and fourth)
@@ -114,9 +114,7 @@ class Stack:
         ring = tuple(
             RingMember(unit_name=f"updown-cache/{i}", address="127.0.0.1", port=p[f"cache{i}"]) for i in members
         )
-        origins = tuple(
-            Origin(unit_name=f"updown-app/{i}", address="127.0.0.1", port=p[f"app{i}"]) for i in range(APPS)
-        )
+        origins = self.origins()
         return {
             i: CacheState(
                 unit_name=f"updown-cache/{i}",
@@ -169,6 +167,35 @@ class Stack:
             check=True,
         )
         self.record(f"haproxy{i}", pid_file)
+
+    def start_backend(self) -> None:
+        """The backend cache unit (nginx): the app units read objects through it, it reads Swift over HTTPS."""
+        state = CacheState(
+            unit_name="updown-cache-backend/0",
+            address="127.0.0.1",
+            bind_address="127.0.0.1",
+            config=CacheConfig(
+                role=Role.BACKEND,
+                # A hostname: nginx checks the store's certificate against its DNS names only.
+                upstream_url=f"https://localhost:{self.p['swift_tls']}",
+                upstream_ca=(self.run / "ca.pem").read_text(),
+                cache_port=self.p["backend0"],
+                slice_size="8M",
+                cache_size="2G",
+            ),
+            origins=self.origins(),
+        )
+        argv = workload.local_backend(state, workload.Layout.under(self.run / "backend0"))
+        log = (self.run / "backend0.log").open("ab")
+        nginx = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        (self.run / "backend0.pid").write_text(str(nginx.pid))
+        self.record("backend0", self.run / "backend0.pid")
+        wait_http(f"http://127.0.0.1:{self.p['backend0']}{workload.CACHE_HEALTH_PATH}")
+
+    def origins(self) -> tuple[Origin, ...]:
+        return tuple(
+            Origin(unit_name=f"updown-app/{i}", address="127.0.0.1", port=self.p[f"app{i}"]) for i in range(APPS)
+        )
 
     def stop_pid_file(self, name: str) -> None:
         for n, pid_file in list(self.pids):
@@ -281,6 +308,7 @@ def app_env(stack: Stack, i: int, database_url: str, container: str, key_id: str
         "UPDOWN_STORAGE__SWIFT__TEMP_URL_KEY_SCOPE": "container",
         "SSL_CERT_FILE": str(run / "ca.pem"),  # the store's certificate comes from the throwaway CA
         "UPDOWN_CACHES__FRONTENDS": json.dumps([f"http://127.0.0.1:{p[f'cache{n}']}" for n in range(FRONTENDS)]),
+        "UPDOWN_CACHES__BACKENDS": json.dumps({"updown-cache-backend/0": f"http://127.0.0.1:{p['backend0']}"}),
         # Private downloads: the SSO and the store are deployer-provided; the stack tests run stand-ins there.
         "UPDOWN_PRIVATE__SSO__MODE": "introspection",
         "UPDOWN_PRIVATE__SSO__INTROSPECTION__URL": f"http://127.0.0.1:{p['sso']}/introspect",
@@ -320,6 +348,7 @@ def start(run: Path, base: int) -> None:
     context = ssl.create_default_context(cafile=str(run / "ca.pem"))
     wait_http(f"https://127.0.0.1:{p['swift_tls']}/healthcheck", context=context)
 
+    stack.start_backend()
     database_url = fresh_database(postgres_url(run), "updown_stack")
     container = "stack-" + secrets.token_hex(4)
     env0 = app_env(stack, 0, database_url, container, key_id, secret)
@@ -374,6 +403,7 @@ def start(run: Path, base: int) -> None:
         f"UPDOWN_TEST_STACK_SCRIPT={ROOT / 'scripts' / 'stack.sh'}\n"
         f"UPDOWN_TEST_STACK_SPARE_FRONTEND=https://{PUBLIC}:{p[f'https{FRONTENDS}']}\n"
         f"UPDOWN_TEST_STACK_RUN={run}\n"
+        f"UPDOWN_TEST_STACK_BACKEND=http://127.0.0.1:{p['backend0']}\n"
     )
     print(f"stack up: frontends {urls('https', 'https')}; env in {run / 'stack.env'}")
 

@@ -176,6 +176,38 @@ def test_unpublish_is_404_through_every_unit_within_a_second(http, client, front
     assert all(http.get(frontend + record["path"]).status_code == 404 for frontend in frontends)
 
 
+def read_cache_reads(stack: dict[str, str], status: str) -> float:
+    """Object reads the app units made through the backend unit, by its X-Cache status (summed over units)."""
+    total = 0.0
+    for app in stack["APPS"].split(","):
+        text = httpx.get(app + "/metrics").text
+        for line in text.splitlines():
+            if line.startswith("updown_read_cache_reads_total{") and f'cache="{status}"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_app_units_read_the_store_through_the_backend_unit(http, stack, caches, client, frontends, tmp_path) -> None:
+    """A frontend miss reaches an app unit, which reads the object through the backend unit (nginx, sliced,
+    Swift over HTTPS behind it); the second time the backend unit has it."""
+    f = tmp_path / "through.bin"
+    data = secrets.token_bytes(3 * MiB + 5)
+    f.write_bytes(data)
+    record = client.upload(f, package="backend" + secrets.token_hex(3), revision="1", visibility="public")
+    client.publish(record["id"])
+    misses, hits = read_cache_reads(stack, "MISS"), read_cache_reads(stack, "HIT")
+    r = http.get(frontends[0] + record["path"])
+    assert r.status_code == 200 and r.content == data and r.headers["X-Cache"] == "MISS"
+    assert read_cache_reads(stack, "MISS") > misses
+    owner = r.headers["X-Cache-Unit"]
+    assert httpx.request("PURGE", caches[owner] + record["path"], headers={"Host": "localhost"}).status_code == 200
+    r = http.get(frontends[1] + record["path"], headers={"Range": "bytes=1000-1999"})
+    assert r.status_code == 206 and r.content == data[1000:2000]
+    assert read_cache_reads(stack, "HIT") > hits
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as stranger:
+        assert stranger.get(stack["BACKEND"] + "/v1/AUTH_test/anything").status_code == 403  # app units only
+
+
 @pytest.fixture(scope="module")
 def sso_and_store(stack: dict[str, str]) -> Iterator[tuple[FakeSso, FakeStore]]:
     """The deployer's SSO and store, played by small real servers on the ports the app units were given."""
