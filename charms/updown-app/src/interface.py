@@ -1,0 +1,54 @@
+"""The `updown_cache` relation interface (endpoint `app` of this charm) and the peer `ring` data, as pydantic
+models. Every value in a Juju databag is a string; `load` and `dump` convert. Documented in README.md."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models import Role
+
+
+class _Databag(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    @classmethod
+    def load(cls, databag: Mapping[str, str]) -> Self:
+        """Parse a unit databag; raises pydantic.ValidationError when a key is missing or wrong."""
+        return cls.model_validate(dict(databag))
+
+    def dump(self, databag: MutableMapping[str, str]) -> None:
+        for key, value in self.model_dump(by_alias=True, mode="json").items():
+            databag[key] = str(value)
+
+
+class AppUnitData(_Databag):
+    """Written by each updown-app unit in its unit databag: where it listens (plain HTTP, behind the caches)."""
+
+    address: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    health_path: str = Field("/readyz", alias="health-path", pattern=r"^/")
+    # True while the unit is being restarted (staged rollouts): no new requests, in-flight ones finish.
+    draining: bool = False
+
+
+class CacheUnitData(_Databag):
+    """Written by each cache unit in its unit databag.
+
+    role=frontend: the app sends `PURGE <path>` (and `BAN` with `X-Ban-Url: <regex>`) to http://address:port
+    of every frontend unit when a file is unpublished. role=backend: the app picks a unit for an object by
+    consistent hashing over the units of this relation and reads the object through http://address:port.
+    """
+
+    role: Role
+    address: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+
+
+class RingUnitData(_Databag):
+    """Written by each frontend unit in its peer (`ring`) unit databag: its Varnish."""
+
+    address: str
+    port: Annotated[int, Field(ge=1, le=65535)]

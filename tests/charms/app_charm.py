@@ -1,0 +1,48 @@
+"""The updown-app charm's modules, imported as the charm imports them (charms/updown-app/src on sys.path) but
+kept out of sys.modules afterwards: the cache charm's tests import their own `charm`, `state`, `models`,
+`workload` and `interface` by the same names (tests/charms/conftest.py)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+from ops import testing
+
+CHARM_DIR = Path(__file__).resolve().parents[2] / "charms" / "updown-app"
+_NAMES = ("models", "interface", "workload", "rollout", "state", "charm")
+
+
+def _load() -> dict[str, ModuleType]:
+    saved = {name: sys.modules.pop(name) for name in _NAMES if name in sys.modules}
+    sys.path.insert(0, str(CHARM_DIR / "src"))
+    try:
+        return {name: importlib.import_module(name) for name in _NAMES}
+    finally:
+        sys.path.remove(str(CHARM_DIR / "src"))
+        for name in _NAMES:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
+_modules = _load()
+models = _modules["models"]
+interface = _modules["interface"]
+workload = _modules["workload"]
+rollout = _modules["rollout"]
+state = _modules["state"]
+charm = _modules["charm"]
+
+
+def context() -> testing.Context[Any]:
+    """An ops.testing Context for the charm, its metadata read from charmcraft.yaml (Scenario's autoload would
+    look the charm's module up in sys.modules, where `charm` may be the cache charm's)."""
+    spec = yaml.safe_load((CHARM_DIR / "charmcraft.yaml").read_text())
+    meta = {k: v for k, v in spec.items() if k not in ("config", "actions", "parts", "platforms", "charm-libs")}
+    return testing.Context(
+        charm.UpdownAppCharm, meta=meta, config=spec["config"], actions=spec["actions"], charm_root=CHARM_DIR
+    )
