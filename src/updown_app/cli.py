@@ -197,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
     from updown_app.index.keys_cli import add_parser as add_keys_parser
 
     add_keys_parser(sub)
-    from updown_app.mirror import add_parser as add_mirror_parser
+    from updown_app.mirror_cli import add_parser as add_mirror_parser
 
     add_mirror_parser(sub)
 

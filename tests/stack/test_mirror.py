@@ -30,6 +30,7 @@ from tests.stack.test_storage_conformance import SWIFT_KEY, SWIFT_URL, SWIFT_USE
 from tests.support.server import ServerProcess, make_server
 from tests.support.tuf_index import IndexKeys, make_index_keys
 from updown_app.index.keys import load_signers
+from updown_app.upstream import state_dir_for
 
 
 def swift_env(container: str) -> dict[str, str]:
@@ -49,11 +50,13 @@ class MetadataProxy:
 
     def __init__(self, upstream: ServerProcess) -> None:
         self.swap: dict[str, bytes] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
         proxy = self
         client = httpx.Client(base_url=upstream.base_url, verify=upstream.verify, timeout=30)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                proxy.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 if self.path in proxy.swap:
                     status, body, headers = 200, proxy.swap[self.path], {"content-type": "application/json"}
                 else:
@@ -318,3 +321,19 @@ def test_mirror_follows_a_rotation_of_the_online_keys(
     assert (status, summary["imported"]) == (0, ["rotation/1/after.bin"]), summary
     assert list((local.data_dir / "upstreams").rglob("root_history/2.root.json"))
     assert download(local, "/rotation/1/after.bin").content == b"after"
+
+
+def test_an_interrupted_download_resumes(
+    upstream: ServerProcess, local: ServerProcess, keys: IndexKeys, proxy: MetadataProxy, tmp_path: Path
+) -> None:
+    data = os.urandom(200_000)
+    record = publish(upstream, tmp_path, "resumed", "r.bin", data, [])
+    partial = state_dir_for(local.data_dir, proxy.url) / "partial" / record["sha256"]
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(data[:150_000])  # what an interrupted run left
+    status, summary = run_mirror(local, proxy.url, keys, "--package", "resumed")
+    assert (status, summary["imported"]) == (0, ["resumed/1/r.bin"]), summary
+    (headers,) = [h for path, h in proxy.requests if path == "/resumed/1/r.bin"]
+    assert headers["range"] == "bytes=150000-" and headers["if-range"] == f'"{record["sha256"]}"'
+    assert download(local, record["path"]).content == data
+    assert not partial.exists()
