@@ -150,3 +150,39 @@ def test_keys_the_root_does_not_trust_stop_the_start(keys: IndexKeys, tmp_path: 
     with pytest.raises(RuntimeError, match="cannot sign"):
         srv.start(timeout=15)
     assert "PRIVATE KEY" not in srv.log()
+
+
+@pytest.mark.postgres
+def test_two_processes_publishing_at_once_keep_one_consistent_index(
+    keys: IndexKeys, postgres_url: str, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    shared = {
+        **keys.env(),
+        "UPDOWN_DATABASE_URL": postgres_url,
+        "UPDOWN_STORAGE__LOCAL__PATH": str(tmp_path / "objects"),
+    }
+    hmac = {"store-test": "k" * 32}
+    servers = [make_server(tmp_path / f"n{i}", extra_env=shared, keys=hmac) for i in range(2)]
+    for s in servers:
+        s.start()
+    try:
+
+        def publish_on(i: int) -> str:
+            srv = servers[i % 2]
+            path = tmp_path / f"c{i}.bin"
+            path.write_bytes(f"concurrent {i}".encode())
+            with srv.client() as c:
+                c.publish(c.upload(path, package="race", revision=str(i))["id"])
+            return f"race/{i}/c{i}.bin"
+
+        with ThreadPoolExecutor(6) as pool:
+            paths = list(pool.map(publish_on, range(12)))
+        for srv in servers:
+            up = updater(srv, keys, tmp_path / srv.data_dir.name)
+            up.refresh()
+            assert all(up.get_targetinfo(p) is not None for p in paths)
+    finally:
+        for s in servers:
+            s.stop()
