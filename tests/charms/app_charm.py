@@ -38,11 +38,16 @@ state = _modules["state"]
 charm = _modules["charm"]
 
 
-def context() -> testing.Context[Any]:
+def context(**kwargs: Any) -> testing.Context[Any]:
     """An ops.testing Context for the charm, its metadata read from charmcraft.yaml (Scenario's autoload would
     look the charm's module up in sys.modules, where `charm` may be the cache charm's)."""
     spec = yaml.safe_load((CHARM_DIR / "charmcraft.yaml").read_text())
     meta = {k: v for k, v in spec.items() if k not in ("config", "actions", "parts", "platforms", "charm-libs")}
     return testing.Context(
-        charm.UpdownAppCharm, meta=meta, config=spec["config"], actions=spec["actions"], charm_root=CHARM_DIR
+        charm.UpdownAppCharm,
+        meta=meta,
+        config=spec["config"],
+        actions=spec["actions"],
+        charm_root=CHARM_DIR,
+        **kwargs,
     )

@@ -109,9 +109,9 @@ class UpdownAppCharm(ops.CharmBase):
         files = workload.rendered_files(st, LAYOUT)
         fingerprint = workload.fingerprint(files)
         attempt = f"{app.target}#{fingerprint}"
-        me = me.model_copy(
-            update={"pending": bool(app.target) and (me.running != app.target or me.fingerprint != fingerprint)}
-        )
+        # A failed unit runs the release that failed, not `running`: it needs the target whatever that is.
+        outdated = me.running != app.target or me.fingerprint != fingerprint or me.phase is Phase.FAILED
+        me = me.model_copy(update={"pending": bool(app.target) and outdated})
         # Acknowledge a peer's drain: our change of data is what wakes the draining unit up (rollout.py).
         draining = [p.drain_id for p in peers if p.phase is Phase.DRAINING and p.drain_id]
         if draining and me.drain_seen != draining[0]:

@@ -168,8 +168,11 @@ def plan(app: AppRollout, units: Iterable[UnitRollout]) -> AppRollout:
     on_target = sum(1 for u in by_name.values() if u.running == app.target and not u.pending)
     for name in order(by_name):
         unit = by_name[name]
-        if not unit.pending or not unit.running:
-            continue  # up to date, or not started yet (it starts without a grant)
+        if not unit.running or not (unit.pending or is_refresh(unit, app)):
+            # Not started yet (it starts without a grant), or up to date. A unit on another release needs the
+            # target even before it has said so (its `pending` may predate the new target). A config change is
+            # only known to the unit itself (the workers are sized to its machine): it says so with `pending`.
+            continue
         if is_refresh(unit, app) and on_target >= app.allowed:
             return app  # paused: waiting for resume-refresh
         return app.model_copy(update={"grant": name})
@@ -206,4 +209,4 @@ def paused(app: AppRollout, units: Iterable[UnitRollout]) -> bool:
     if app.grant or not app.is_migrated(app.target):
         return False
     on_target = sum(1 for u in units if u.running == app.target and not u.pending)
-    return any(u.pending and is_refresh(u, app) for u in units) and on_target >= app.allowed
+    return any(is_refresh(u, app) for u in units) and on_target >= app.allowed
