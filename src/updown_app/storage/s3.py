@@ -37,7 +37,7 @@ from updown_app.storage.base import (
     StorageIntegrityError,
     StorageUnavailableError,
 )
-from updown_app.storage.streams import ErrorLog, ExactBody, md5_update
+from updown_app.storage.streams import ErrorLog, ExactBody, OpenedRange, md5_update, resumable_read
 
 log = logging.getLogger("updown.storage.s3")
 
@@ -335,12 +335,8 @@ class S3Storage(Storage):
             if await self.head(key) is None:
                 raise KeyError(key)
             return
-        end = None if length is None else offset + length - 1
-        delivered = 0
-        etag: str | None = None
-        attempt = 0
-        while True:
-            start = offset + delivered
+
+        async def open_range(start: int, end: int | None, etag: str | None) -> OpenedRange:
             params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
             if start > 0 or end is not None:
                 params["Range"] = f"bytes={start}-{'' if end is None else end}"
@@ -359,36 +355,44 @@ class S3Storage(Storage):
                 if code == "PreconditionFailed" or status == 412:
                     raise StorageError(f"s3 GET {key}: the object changed during the download") from exc
                 raise
-            etag = etag or answer.get("ETag")
             stream = answer["Body"]
-            try:
-                buf = bytearray()
-                while True:
-                    piece = await stream.read(self.chunk_size - len(buf))
-                    if not piece:
-                        break
-                    buf += piece
-                    if len(buf) >= self.chunk_size:
-                        delivered += len(buf)
-                        yield bytes(buf)
-                        buf.clear()
-                if buf:
-                    delivered += len(buf)
-                    yield bytes(buf)
-                if length is not None and delivered < length:
-                    raise StorageUnavailableError(f"s3 GET {key}: stream ended after {delivered} of {length} bytes")
-                return
-            except Exception as exc:
-                translated = _translate(exc, f"GET {key}")
-                if not isinstance(translated, StorageUnavailableError) or isinstance(translated, StorageAuthError):
-                    raise
-                if attempt >= self.settings.retries:
-                    raise translated from exc
-                log.warning("s3 download broke off, resuming", extra={"object_key": key, "offset": start})
-                await asyncio.sleep(min(MAX_BACKOFF, self.settings.retry_backoff * 2**attempt))
-                attempt += 1
-            finally:
+
+            async def close() -> None:
                 stream.close()
+
+            return OpenedRange(answer.get("ETag"), self._chunks(stream), close)
+
+        def retryable(exc: BaseException) -> StorageUnavailableError | None:
+            translated = _translate(exc, f"GET {key}")
+            if isinstance(translated, StorageUnavailableError) and not isinstance(translated, StorageAuthError):
+                return translated
+            return None
+
+        async for chunk in resumable_read(
+            open_range,
+            offset=offset,
+            length=length,
+            retries=self.settings.retries,
+            backoff=lambda attempt: min(MAX_BACKOFF, self.settings.retry_backoff * 2**attempt),
+            retryable=retryable,
+            log=log,
+            what=f"s3 GET {key}",
+        ):
+            yield chunk
+
+    async def _chunks(self, stream: Any) -> AsyncIterator[bytes]:
+        """The body in chunks of ``chunk_size`` (aiobotocore hands out whatever the socket had)."""
+        buf = bytearray()
+        while True:
+            piece = await stream.read(self.chunk_size - len(buf))
+            if not piece:
+                break
+            buf += piece
+            if len(buf) >= self.chunk_size:
+                yield bytes(buf)
+                buf.clear()
+        if buf:
+            yield bytes(buf)
 
     async def head(self, key: str) -> ObjectInfo | None:
         try:

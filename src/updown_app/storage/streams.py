@@ -1,14 +1,15 @@
-"""Helpers shared by the object-store backends for upload bodies."""
+"""Helpers shared by the object-store backends: upload bodies, resumable ranged reads, rate-limited error lines."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from updown_app.storage.base import StorageIntegrityError
+from updown_app.storage.base import StorageIntegrityError, StorageUnavailableError
 
 INLINE_HASH_MAX = 64 * 1024
 
@@ -81,3 +82,62 @@ class ErrorLog:
         if now - self._last.get(message, -self.interval) >= self.interval:
             self._last = {message: now}
             self.logger.error(message)
+
+
+@dataclass
+class OpenedRange:
+    """One ranged GET in flight: the object's ETag, its body in chunks, and how to release the connection."""
+
+    etag: str | None
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]
+
+
+class ShortBodyError(Exception):
+    """The store ended a body before the length it promised."""
+
+
+async def resumable_read(
+    open_range: Callable[[int, int | None, str | None], Awaitable[OpenedRange]],
+    *,
+    offset: int,
+    length: int | None,
+    retries: int,
+    backoff: Callable[[int], float],
+    retryable: Callable[[BaseException], StorageUnavailableError | None],
+    log: logging.Logger,
+    what: str,
+) -> AsyncIterator[bytes]:
+    """Stream ``length`` bytes (to the end when None) from ``offset``, resuming where a broken body stopped.
+
+    ``open_range(start, end, etag)`` starts one ranged GET (``end`` inclusive or None), sending ``etag`` as a
+    precondition once known so a resumed read can't splice two versions of an object; it raises the backend's
+    own errors (missing object, unsatisfiable range, changed object). ``retryable`` turns a failure while the body
+    streams into the StorageUnavailableError to resume after (up to ``retries`` times), or None to re-raise it.
+    """
+    end = None if length is None else offset + length - 1
+    delivered = 0
+    etag: str | None = None
+    attempt = 0
+    while True:
+        start = offset + delivered
+        opened = await open_range(start, end, etag)
+        etag = etag or opened.etag
+        try:
+            async for chunk in opened.chunks:
+                delivered += len(chunk)
+                yield chunk
+            if length is not None and delivered < length:
+                raise ShortBodyError(f"stream ended after {delivered} of {length} bytes")
+            return
+        except Exception as exc:
+            failure = StorageUnavailableError(f"{what}: {exc}") if isinstance(exc, ShortBodyError) else retryable(exc)
+            if failure is None:
+                raise
+            if attempt >= retries:
+                raise failure from exc
+            log.warning("download broke off, resuming", extra={"what": what, "offset": start})
+            await asyncio.sleep(backoff(attempt))
+            attempt += 1
+        finally:
+            await opened.close()

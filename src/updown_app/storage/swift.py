@@ -46,7 +46,7 @@ from updown_app.storage.base import (
     StorageUnavailableError,
     md5_of,
 )
-from updown_app.storage.streams import ErrorLog, ExactBody, md5_update
+from updown_app.storage.streams import ErrorLog, ExactBody, OpenedRange, md5_update, resumable_read
 
 log = logging.getLogger("updown.storage.swift")
 
@@ -587,43 +587,45 @@ class SwiftStorage(Storage):
             if await self.head(key) is None:
                 raise KeyError(key)
             return
-        end = None if length is None else offset + length - 1
-        delivered = 0
-        etag: str | None = None
-        attempt = 0
-        while True:
-            start = offset + delivered
+
+        async def open_range(start: int, end: int | None, etag: str | None) -> OpenedRange:
             headers: dict[str, str] = {}
             if start > 0 or end is not None:
                 headers["Range"] = f"bytes={start}-{'' if end is None else end}"
             if etag is not None:
                 headers["If-Match"] = etag
             response = await self._call("GET", path, headers=headers, stream=True)
-            try:
-                status = response.status_code
-                if status == 404 and etag is None:
-                    raise KeyError(key)
-                if status == 416:
-                    raise StorageError(f"swift GET {key}: range {headers.get('Range')} not satisfiable")
-                if status in (404, 412):
-                    raise StorageError(f"swift GET {key}: the object changed during the download")
-                if status not in (200, 206) or (status == 200 and start > 0):
-                    raise self._fail(response, f"GET {key}")
-                etag = etag or response.headers.get("etag")
-                async for chunk in response.aiter_raw(self.chunk_size):
-                    delivered += len(chunk)
-                    yield chunk
-                if length is not None and delivered < length:
-                    raise httpx.ReadError(f"stream ended after {delivered} of {length} bytes")
-                return
-            except (httpx.TransportError, httpx.StreamError) as exc:
-                if attempt >= self.settings.retries:
-                    raise StorageUnavailableError(f"swift GET {key} broke off: {_describe(exc)}") from exc
-                log.warning("swift download broke off, resuming", extra={"object_key": key, "offset": start})
-                await asyncio.sleep(self._backoff(attempt))
-                attempt += 1
-            finally:
+            status = response.status_code
+            problem: BaseException | None = None
+            if status == 404 and etag is None:
+                problem = KeyError(key)
+            elif status == 416:
+                problem = StorageError(f"swift GET {key}: range {headers.get('Range')} not satisfiable")
+            elif status in (404, 412):
+                problem = StorageError(f"swift GET {key}: the object changed during the download")
+            elif status not in (200, 206) or (status == 200 and start > 0):
+                problem = self._fail(response, f"GET {key}")
+            if problem is not None:
                 await response.aclose()
+                raise problem
+            return OpenedRange(response.headers.get("etag"), response.aiter_raw(self.chunk_size), response.aclose)
+
+        def retryable(exc: BaseException) -> StorageUnavailableError | None:
+            if isinstance(exc, httpx.TransportError | httpx.StreamError):
+                return StorageUnavailableError(f"swift GET {key} broke off: {_describe(exc)}")
+            return None
+
+        async for chunk in resumable_read(
+            open_range,
+            offset=offset,
+            length=length,
+            retries=self.settings.retries,
+            backoff=self._backoff,
+            retryable=retryable,
+            log=log,
+            what=f"swift GET {key}",
+        ):
+            yield chunk
 
     async def head(self, key: str) -> ObjectInfo | None:
         response = await self._call("HEAD", self._object_path(key))
