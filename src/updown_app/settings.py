@@ -321,6 +321,14 @@ class UpstreamSettings(BaseModel):
     timeout: float = Field(default=30.0, gt=0, description="Seconds for a request to the upstream.")
     ca_bundle: Path | None = Field(default=None, description="CA bundle for the upstream's certificate.")
 
+    @model_validator(mode="after")
+    def _together(self) -> UpstreamSettings:
+        if bool(self.url) != (self.root_file is not None):
+            raise ValueError("upstream.url and upstream.root_file go together")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"upstream.url is not an http(s) URL: {self.url!r}")
+        return self
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
