@@ -9,6 +9,9 @@ rm -rf "$here/dist"
 mkdir -p "$here/dist/updown-app"
 cp -r "$root/pyproject.toml" "$root/README.md" "$root/src" "$here/dist/updown-app/"
 find "$here/dist/updown-app" -name '__pycache__' -prune -exec rm -rf {} +
+if [ -n "${UPDOWN_RELEASE:-}" ]; then  # pack another release of the same code (refresh tests)
+    sed -i "s/^version = \".*\"/version = \"$UPDOWN_RELEASE\"/" "$here/dist/updown-app/pyproject.toml"
+fi
 cp "$root/charms/cache/src/interface.py" "$here/src/interface.py"  # one schema: the cache charm's (a test checks)
 cd "$here"
 charmcraft fetch-libs
