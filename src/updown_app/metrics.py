@@ -50,6 +50,10 @@ CACHE_PURGE_FAILURES = Counter(
 CACHE_PURGE_PENDING = Gauge(
     "updown_cache_purge_pending", "Purges of unreachable frontend units still being retried in the background"
 )
+INDEX_VERSIONS = Counter("updown_index_versions_total", "Signed index metadata versions written", ["role"])
+PULL_THROUGH = Counter(
+    "updown_pull_through_total", "Downloads fetched from the upstream (stored, refused, failed)", ["result"]
+)
 
 
 access_log = logging.getLogger("updown.access")

@@ -34,6 +34,7 @@ from updown_app.hashing import Declared, DigestMismatchError, MultiHasher, verif
 from updown_app.index.fetcher import CHUNK
 from updown_app.metadata.models import File, Visibility
 from updown_app.metadata.repository import DuplicateFileError
+from updown_app.metrics import PULL_THROUGH
 from updown_app.settings import Settings
 from updown_app.storage.base import StorageError
 from updown_app.upstream import (
@@ -235,8 +236,10 @@ class PullThrough:
             try:
                 key, hasher = await self._store(info, upstream, upstream.aiter_bytes(CHUNK), queue)
                 await self._record(info, key, hasher)
+                PULL_THROUGH.labels("stored").inc()
                 await queue.put(None)
             except (DigestMismatchError, StorageError, httpx.HTTPError, ApiError) as exc:
+                PULL_THROUGH.labels("refused" if isinstance(exc, DigestMismatchError) else "failed").inc()
                 log.error("pull-through refused or failed", extra={"path": info.path, "error": type(exc).__name__})
                 await queue.put(exc)
             finally:

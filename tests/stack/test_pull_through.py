@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -54,6 +55,13 @@ def local(
     srv.stop()
 
 
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 def get(srv: ServerProcess, path: str, method: str = "GET") -> httpx.Response:
     with srv.http() as http:
         return http.request(method, path)
@@ -67,6 +75,8 @@ def test_first_request_pulls_second_is_local_and_survives_the_upstream(
     first = get(local, record["path"])
     assert first.status_code == 200 and first.content == data
     assert first.headers["cache-control"] == "no-store"  # the streamed copy is not cached by the frontends
+    # The client has every byte before the record is written: the store finishes right after.
+    wait_for(lambda: 'updown_pull_through_total{result="stored"} 1.0' in get(local, "/metrics").text)
     assert local.objects() == [f"sha256/{record['sha256'][:2]}/{record['sha256']}"]
 
     second = get(local, record["path"])  # the ordinary answer of a stored, published file
@@ -120,6 +130,7 @@ def test_tampered_upstream_file_is_never_served_nor_stored(
     for _ in range(2):  # a retry pulls again and is refused again: nothing bad was kept
         assert complete_body(local, record["path"]) is None
     assert not any(o.endswith(sha) for o in local.objects())
+    wait_for(lambda: 'updown_pull_through_total{result="refused"} 2.0' in get(local, "/metrics").text)
 
 
 def complete_body(srv: ServerProcess, path: str) -> bytes | None:

@@ -41,6 +41,7 @@ from tuf.api.serialization.json import JSONSerializer
 from updown_app.index.keys import load_signers, root_versions, signers_for
 from updown_app.metadata.channels import Channels
 from updown_app.metadata.models import File, FileState, IndexMetadata, Visibility
+from updown_app.metrics import INDEX_VERSIONS
 from updown_app.settings import IndexSettings
 
 log = logging.getLogger("updown.index")
@@ -214,6 +215,8 @@ class SignedIndex:
             for row in rows:
                 row.created_at = now
             session.add_all(rows)
+        for row in rows:
+            INDEX_VERSIONS.labels(row.role).inc()
         if rows:
             log.info("index updated", extra={"roles": [f"{r.version}.{r.role}" for r in rows]})
         return UpdateResult(
