@@ -11,8 +11,10 @@
 # UPDOWN_KEYSTONE_PORT (default 15000), UPDOWN_SWIFT_KEYSTONE_PORT (proxy, default 18081).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
 RUN_DIR=${UPDOWN_RUN_DIR:-${TMPDIR:-/tmp}/updown-run}
 K=$RUN_DIR/keystone
+PIDS=$K/run
 ETC=$RUN_DIR/swift/etc
 PORT=${UPDOWN_KEYSTONE_PORT:-15000}
 PROXY_PORT=${UPDOWN_SWIFT_KEYSTONE_PORT:-18081}
@@ -29,8 +31,6 @@ render() {  # render TEMPLATE OUT
       -e "s|@USER@|$(id -un)|g" -e "s|@MEMCACHED_PORT@|$MEMCACHED_PORT|g" \
       -e "s|@ADMIN_PASSWORD@|$ADMIN_PASSWORD|g" "$1" > "$2"
 }
-
-running() { [ -f "$K/run/$1.pid" ] && kill -0 "$(cat "$K/run/$1.pid")" 2>/dev/null; }
 
 # Project, user, role and the object-store endpoint, through Keystone's REST API (idempotent).
 provision() {
@@ -95,39 +95,16 @@ case "${1:-}" in
     if ! running uwsgi; then
       uwsgi --ini "$K/uwsgi.ini" >/dev/null 2>&1 & echo $! > "$K/run/uwsgi.pid"
     fi
-    up=0
-    for _ in $(seq 1 300); do
-      if curl -fs "$URL" >/dev/null 2>&1; then up=1; break; fi
-      running uwsgi || break
-      sleep 0.1
-    done
-    [ $up -eq 1 ] || { echo "keystone did not come up; log:" >&2; tail -20 "$K/log/uwsgi.log" >&2; exit 1; }
+    wait_url "$URL" uwsgi "$K/log/uwsgi.log" 300
     provision
     if ! running proxy; then
       swift-proxy-server "$ETC/proxy-server-keystone.conf" -v >"$K/log/proxy.log" 2>&1 &
       echo $! > "$K/run/proxy.pid"
     fi
-    for _ in $(seq 1 200); do
-      if curl -fs "$PROXY_URL/healthcheck" >/dev/null 2>&1; then echo "$URL"; exit 0; fi
-      running proxy || break
-      sleep 0.1
-    done
-    echo "keystone: the Swift proxy did not come up; log:" >&2; tail -30 "$K/log/proxy.log" >&2
-    exit 1
+    wait_url "$PROXY_URL/healthcheck" proxy "$K/log/proxy.log" && echo "$URL"
     ;;
   stop)
-    pids=()
-    for name in proxy uwsgi; do
-      if [ -f "$K/run/$name.pid" ]; then
-        pid=$(cat "$K/run/$name.pid"); rm -f "$K/run/$name.pid"
-        kill "$pid" 2>/dev/null && pids+=("$pid")
-      fi
-    done
-    for _ in $(seq 1 100); do
-      alive=0; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-      [ $alive -eq 0 ] && break; sleep 0.1
-    done
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    stop_by_pid proxy uwsgi
     ;;
   env)
     echo "UPDOWN_TEST_KEYSTONE_URL=$URL"

@@ -13,8 +13,10 @@
 # default 18080), storage servers on UPDOWN_SWIFT_PORT-8070..-8068, memcached on UPDOWN_SWIFT_MEMCACHED_PORT.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
 RUN_DIR=${UPDOWN_RUN_DIR:-${TMPDIR:-/tmp}/updown-run}
 S=$RUN_DIR/swift
+PIDS=$S/run
 ETC=$S/etc
 PORT=${UPDOWN_SWIFT_PORT:-18080}
 OBJECT_PORT=$((PORT - 8070))
@@ -31,8 +33,6 @@ render() {  # render TEMPLATE OUT KIND PORT
   sed -e "s|@PORT@|$4|g" -e "s|@KIND@|$3|g" -e "s|@USER@|$USER_NAME|g" -e "s|@ETC@|$ETC|g" \
       -e "s|@DEVICES@|$S/devices|g" -e "s|@MEMCACHED_PORT@|$MEMCACHED_PORT|g" "$1" > "$2"
 }
-
-running() { [ -f "$S/run/$1.pid" ] && kill -0 "$(cat "$S/run/$1.pid")" 2>/dev/null; }
 
 spawn() {  # spawn NAME COMMAND...: background a foreground server, PID in run/NAME.pid
   local name=$1; shift
@@ -84,27 +84,10 @@ case "${1:-}" in
     wait_port "$MEMCACHED_PORT" memcached
     wait_port "$ACCOUNT_PORT" account; wait_port "$CONTAINER_PORT" container; wait_port "$OBJECT_PORT" object
     spawn proxy swift-proxy-server "$ETC/proxy-server.conf" -v
-    for _ in $(seq 1 200); do
-      if curl -fs "$URL/healthcheck" >/dev/null 2>&1; then echo "$URL"; exit 0; fi
-      running proxy || break
-      sleep 0.1
-    done
-    echo "swift: the proxy did not come up; log:" >&2; tail -30 "$S/log/proxy.log" >&2
-    exit 1
+    wait_url "$URL/healthcheck" proxy "$S/log/proxy.log" && echo "$URL"
     ;;
   stop)
-    pids=()
-    for name in proxy object container account memcached; do
-      if [ -f "$S/run/$name.pid" ]; then
-        pid=$(cat "$S/run/$name.pid"); rm -f "$S/run/$name.pid"
-        kill "$pid" 2>/dev/null && pids+=("$pid")
-      fi
-    done
-    for _ in $(seq 1 100); do
-      alive=0; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-      [ $alive -eq 0 ] && break; sleep 0.1
-    done
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    stop_by_pid proxy object container account memcached
     ;;
   url)
     echo "$URL"
