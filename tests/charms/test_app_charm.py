@@ -329,3 +329,25 @@ def test_unpublish_and_purge_uploads_actions(ctx, host, monkeypatch):
     assert json.loads((ctx.action_results or {})["result"])["state"] == "unpublished"
     ctx.run(ctx.on.action("purge-uploads"), out)
     assert (ctx.action_results or {})["result"] == '{"purged": 2}'
+
+
+def test_a_failed_migration_blocks_the_leader_and_is_retried(ctx, host, monkeypatch):
+    import subprocess
+
+    def fail(version: str, layout: object) -> str:
+        host.calls.append(("migrate", version))
+        raise subprocess.CalledProcessError(1, ["updown", "db", "upgrade"], stderr="alembic: boom")
+
+    monkeypatch.setattr(workload, "migrate", fail)
+    out = ctx.run(ctx.on.config_changed(), ready())
+    assert out.unit_status == testing.BlockedStatus(f"the database migration for {RELEASE} failed: see juju debug-log")
+    assert host.named("restart") == []
+    monkeypatch.setattr(workload, "migrate", lambda version, layout: host.calls.append(("migrate", version)) or "{}")
+    out = ctx.run(ctx.on.update_status(), out)
+    assert host.named("migrate") == [("migrate", RELEASE)] * 2 and out.unit_status.name == "active"
+    assert "migration-failed" not in peer_of(out).local_app_data
+
+
+def test_the_carried_release_is_installed_ahead_of_its_turn(ctx, host):
+    ctx.run(ctx.on.config_changed(), ready(leader=False))  # no target yet: the leader has not chosen
+    assert host.named("install") == [("install", RELEASE)] and host.named("restart") == []

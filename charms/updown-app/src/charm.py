@@ -183,10 +183,10 @@ class UpdownAppCharm(ops.CharmBase):
             try:
                 out = workload.migrate(app.target, layout)
             except subprocess.CalledProcessError as exc:
-                logger.error("migration for %s failed (exit %s)", app.target, exc.returncode)
-                return app
+                logger.error("migration for %s failed (exit %s): %s", app.target, exc.returncode, exc.stderr)
+                return app.model_copy(update={"migration_failed": app.target})  # retried on the next event
         logger.info("database migrated for %s: %s", app.target, out.strip()[-200:])
-        return app.model_copy(update={"migrated": [*app.migrated, app.target]})
+        return app.model_copy(update={"migrated": [*app.migrated, app.target], "migration_failed": ""})
 
     # -- status ------------------------------------------------------------------------------------------------
 
@@ -208,6 +208,8 @@ class UpdownAppCharm(ops.CharmBase):
             )
         elif not target:
             event.add_status(ops.WaitingStatus("waiting for the leader to choose the release"))
+        elif not app.is_migrated(target) and app.migration_failed == target and self.unit.is_leader():
+            event.add_status(ops.BlockedStatus(f"the database migration for {target} failed: see juju debug-log"))
         elif not app.is_migrated(target):
             event.add_status(ops.WaitingStatus(f"waiting for the leader to migrate the database for {target}"))
         elif me.phase is Phase.DRAINING:
@@ -351,6 +353,11 @@ class UpdownAppCharm(ops.CharmBase):
         return workload.wheelhouse_release(self.charm_dir / "wheelhouse")
 
     def _ensure_installed(self, target: str) -> None:
+        """Install the target (and, ahead of its turn, the release this charm carries: side by side, harmless)."""
+        bundled = self._bundled_release()
+        if bundled and bundled != target and bundled not in workload.installed_releases(LAYOUT):
+            self.unit.status = ops.MaintenanceStatus(f"installing {bundled}")
+            workload.install_release(self.charm_dir / "wheelhouse", bundled, LAYOUT)
         if not target or target in workload.installed_releases(LAYOUT):
             return
         if target != self._bundled_release():

@@ -112,6 +112,7 @@ class AppRollout(_Bag):
     migrated: list[str] = Field(default_factory=list)
     grant: str = ""
     allowed: int = UNLIMITED
+    migration_failed: str = Field("", alias="migration-failed")  # the release whose migration failed last
 
     def is_migrated(self, release: str) -> bool:
         return release in self.migrated
