@@ -38,6 +38,7 @@ from updown_app.metrics import PULL_THROUGH
 from updown_app.settings import Settings
 from updown_app.storage.base import StorageError
 from updown_app.upstream import (
+    RefusedError,
     UpstreamIndex,
     publish_imported,
     refusal_reason,
@@ -119,9 +120,12 @@ class PullThrough:
             await waiting.wait()
             return await self._serve_local(request)
         info = await self._targetinfo(path)
-        if info is None:
-            raise ApiError(404, "not_found", "no such file")
-        split_target(info.path)
+        try:
+            if info is None:
+                raise RefusedError("not_found", "not in the upstream's index")
+            split_target(info.path)
+        except RefusedError:
+            raise ApiError(404, "not_found", "no such file") from None
         existing = await self.context.repository.object_for_sha256(info.hashes["sha256"])
         if request.method == "HEAD" or existing is not None:
             await self._import_whole(info, existing)
