@@ -19,6 +19,7 @@ import json
 import os
 import shlex
 import ssl
+import statistics
 import sys
 from pathlib import Path
 
@@ -140,9 +141,48 @@ def haproxy(run: str, out_dir: str, nginx_port: int, http_port: int, https_port:
 # ------------------------------------------------------------------------------------------------------- report
 
 
+def cpu_costs(runs: list[dict], split: list[dict]) -> dict[tuple, dict[str, float]]:
+    """Median server CPU per request (4 KiB, µs) or per MB (larger files, ms) of each (server, file, conc):
+    HAProxy, the cache (Varnish or nginx), total."""
+    wrk = {(d["server"], d["file"], d["conc"], d["rep"]): d["wrk"] for d in runs if d.get("wrk")}
+    per: dict[tuple, list[tuple[float, float]]] = {}
+    for s in split:
+        w = wrk.get((s["server"], s["file"], s["conc"], s["rep"]))
+        if not w or not w["requests"]:
+            continue
+        unit = w["requests"] / 1e6 if s["file"] == "f4k.bin" else w["bytes"] / 1e6 / 1e3
+        per.setdefault((s["server"], s["file"], s["conc"]), []).append(
+            (s["haproxy_cpu_s"] / unit, s["cache_cpu_s"] / unit)
+        )
+    return {
+        k: {
+            "haproxy": statistics.median(h for h, _ in v),
+            "cache": statistics.median(c for _, c in v),
+            "total": statistics.median(h + c for h, c in v),
+        }
+        for k, v in per.items()
+    }
+
+
+def fmt_cost(cost: dict[tuple, dict[str, float]], server: str, f: str, c: int) -> str:
+    d = cost.get((server, f, c))
+    if d is None:
+        return "–"
+    if f == "f4k.bin":
+        return f"{d['haproxy']:.0f} + {d['cache']:.0f} µs/req"
+    return f"{d['haproxy']:.2f} + {d['cache']:.2f} ms/MB"
+
+
+def cost_ratio(cost: dict[tuple, dict[str, float]], f: str, c: int) -> float | None:
+    s, n = cost.get(("stack", f, c)), cost.get(("nginx", f, c))
+    return None if s is None or n is None else ratio(n["total"], s["total"])
+
+
 def build(res: str, command: str | None) -> tuple[str, dict]:
-    dl = summarize_downloads(load(os.path.join(res, "downloads.jsonl")))
-    hits = load(os.path.join(res, "hits.jsonl"))
+    runs = load(os.path.join(res, "downloads.jsonl"))
+    dl = summarize_downloads(runs)
+    split = load(os.path.join(res, "split.jsonl"))
+    cost = cpu_costs(runs, split)
     versions = Path(res, "versions.txt").read_text() if Path(res, "versions.txt").exists() else ""
     settings = dict(line.split(": ", 1) for line in versions.splitlines() if ": " in line)
 
@@ -151,8 +191,9 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
         return None if d is None else (d["rps"] if f == "f4k.bin" else d["mbs"])
 
     lines = [
-        "| test | server | req/s | MB/s | p50 | p99 | server CPU % | wrk CPU % | peak RSS MiB | stack ÷ nginx | n | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| test | server | req/s | MB/s | p50 | p99 | server CPU % | server CPU: HAProxy + cache | wrk CPU % "
+        "| peak RSS MiB | stack ÷ nginx | n | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios: dict[str, float | None] = {}
     for f, c in (("f4k.bin", 16), ("f100m.bin", 4)):
@@ -165,23 +206,27 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
                 ratios[f] = r
             lines.append(
                 f"| GET {LABEL[f]} c{c} | {label} | {fmt_num(d['rps'])} | {fmt_num(d['mbs'])} | "
-                f"{fmt_lat(d['p50_us'])} | {fmt_lat(d['p99_us'])} | {d['srv_cpu_pct']:.0f} | {d['wrk_cpu_pct']:.0f} | "
-                f"{d['rss_peak_kb'] / 1024:.0f} | {fmt_ratio(r) if s == 'stack' else ''} | {d['n']} | {d['errors']} |"
+                f"{fmt_lat(d['p50_us'])} | {fmt_lat(d['p99_us'])} | {d['srv_cpu_pct']:.0f} | {fmt_cost(cost, s, f, c)} | "
+                f"{d['wrk_cpu_pct']:.0f} | {d['rss_peak_kb'] / 1024:.0f} | {fmt_ratio(r) if s == 'stack' else ''} | "
+                f"{d['n']} | {d['errors']} |"
             )
 
     owner, other = dl.get(("peer-owner", "f4k.bin", 1)), dl.get(("peer-other", "f4k.bin", 1))
     peer: dict[str, float] = {}
     if owner and other:
         peer = {"p50_us": other["p50_us"] - owner["p50_us"], "p99_us": other["p99_us"] - owner["p99_us"]}
-        for s, d in (("through the owning unit", owner), ("through the other unit (peer hop)", other)):
+        for s, key, d in (
+            ("through the owning unit", "peer-owner", owner),
+            ("through the other unit (peer hop)", "peer-other", other),
+        ):
             lines.append(
                 f"| GET 4 KiB c1 | {s} | {fmt_num(d['rps'])} | {fmt_num(d['mbs'])} | {fmt_lat(d['p50_us'])} | "
-                f"{fmt_lat(d['p99_us'])} | {d['srv_cpu_pct']:.0f} | {d['wrk_cpu_pct']:.0f} | "
-                f"{d['rss_peak_kb'] / 1024:.0f} |  | {d['n']} | {d['errors']} |"
+                f"{fmt_lat(d['p99_us'])} | {d['srv_cpu_pct']:.0f} | {fmt_cost(cost, key, 'f4k.bin', 1)} | "
+                f"{d['wrk_cpu_pct']:.0f} | {d['rss_peak_kb'] / 1024:.0f} |  | {d['n']} | {d['errors']} |"
             )
 
-    hit = sum(h["hit"] for h in hits)
-    miss = sum(h["miss"] for h in hits)
+    hit = sum(h.get("hit", 0) for h in split)
+    miss = sum(h.get("miss", 0) for h in split)
     hit_ratio = hit / (hit + miss) if hit + miss else None
 
     def check(name: str, value: float | None) -> str:
@@ -191,6 +236,11 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
     results = [
         check("4 KiB req/s (c16), cache hit ÷ nginx", ratios.get("f4k.bin")),
         check("100 MiB MB/s (c4), cache hit ÷ nginx", ratios.get("f100m.bin")),
+        "- server CPU cost ratio (the nginx side's server CPU per request ÷ the stack's, i.e. the throughput ratio "
+        "with the server core to themselves): 4 KiB "
+        + fmt_ratio(cost_ratio(cost, "f4k.bin", 16))
+        + ", 100 MiB "
+        + fmt_ratio(cost_ratio(cost, "f100m.bin", 4)),
         "- hit ratio over the measured runs (varnishstat MAIN.cache_hit / (cache_hit + cache_miss), both units): "
         + ("–" if hit_ratio is None else f"{hit_ratio:.4%} ({hit:,} hits, {miss:,} misses)"),
         "- peer hop (4 KiB, wrk -c1, entering through the other unit minus through the owning unit): "
@@ -199,7 +249,8 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
     notes = [
         "req/s, MB/s (10^6 bytes/s read by wrk, headers included), p50/p99 (wrk's histogram): medians of the runs;",
         "server CPU % = CPU time of the HAProxy + Varnish (or HAProxy + nginx) process trees on the measured path per",
-        "second of run (100 % = the whole server core); peak RSS: max summed VmHWM of those trees over the runs.",
+        "second of run (100 % = the whole server core), split into HAProxy + cache (Varnish or nginx) CPU per request",
+        "(4 KiB) or per MB (100 MiB); peak RSS: max summed VmHWM of those trees over the runs.",
     ]
     if dl:
         worst = max(dl.items(), key=lambda kv: kv[1]["other_cpu_pct_max"])
@@ -224,6 +275,7 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
     summary = {
         "downloads": {f"{k[0]}:{k[1]}:c{k[2]}": v for k, v in dl.items()},
         "ratios": ratios,
+        "cpu_cost": {f"{k[0]}:{k[1]}:c{k[2]}": v for k, v in cost.items()},
         "hit_ratio": hit_ratio,
         "hits": hit,
         "misses": miss,

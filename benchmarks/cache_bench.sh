@@ -3,7 +3,7 @@
 # 4 KiB and a 100 MiB file vs nginx serving the same files at the same paths behind an HAProxy rendered by the same
 # workload code, same certificate; hit ratio; extra latency of the peer hop. One run, one machine, one wrk.
 #
-#   benchmarks/cache_bench.sh            # full run (DUR=10s REPS=3), ~6 min
+#   benchmarks/cache_bench.sh            # full run (DUR=10s REPS=5), ~8 min
 #   QUICK=1 benchmarks/cache_bench.sh    # smoke (DUR=3s REPS=1), ~2 min
 #
 # Knobs (environment): DUR REPS WARM (wrk), SRV_CPU=0 CLI_CPU=1, PORT_BASE (default 24000: the stack takes
@@ -18,7 +18,7 @@ CMDLINE="$(env | grep -E '^(QUICK|DUR|REPS|WARM|SRV_CPU|CLI_CPU|PORT_BASE|UPDATE
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then DUR=${DUR:-3s}; REPS=${REPS:-1}; WARM=${WARM:-1s}; fi
-DUR=${DUR:-10s}; REPS=${REPS:-3}; WARM=${WARM:-2s}
+DUR=${DUR:-10s}; REPS=${REPS:-5}; WARM=${WARM:-2s}
 SRV_CPU=${SRV_CPU:-0}; CLI_CPU=${CLI_CPU:-1}
 PORT_BASE=${PORT_BASE:-24000}
 VENV=${VENV:-$ROOT/.venv}
@@ -139,14 +139,17 @@ varnish_counts() { # -> "hit miss" summed over the units
   done
   echo "$h $m"
 }
-# a wrk_one run of the stack, with the Varnish hit/miss deltas of the run appended to hits.jsonl
-stack_run() { # name file conc rep url pids...
-  local h0 m0 h1 m1
-  read -r h0 m0 < <(varnish_counts)
-  wrk_one "$@"
-  read -r h1 m1 < <(varnish_counts)
-  printf '{"server":"%s","file":"%s","conc":%d,"rep":%d,"hit":%d,"miss":%d}\n' "$1" "$2" "$3" "$4" \
-    $((h1 - h0)) $((m1 - m0)) >> "$RESULTS/hits.jsonl"
+# one wrk_one run; beside its line in downloads.jsonl, split.jsonl gets the CPU time of the HAProxy and of the cache
+# (Varnish or nginx) trees and, for the stack, the Varnish hit/miss deltas of the run (both units)
+measure() { # name file conc rep url haproxy-pids cache-pids
+  local name=$1 file=$2 c=$3 r=$4 url=$5 hp=$6 cp=$7 h0=0 m0=0 h1=0 m1=0 a0 b0
+  [ "$name" = nginx ] || read -r h0 m0 < <(varnish_counts)
+  a0=$(cpu_ticks $hp); b0=$(cpu_ticks $cp)
+  wrk_one "$name" "$file" "$c" "$r" "$url" $hp $cp
+  printf '{"server":"%s","file":"%s","conc":%d,"rep":%d,"haproxy_cpu_s":%s,"cache_cpu_s":%s' "$name" "$file" "$c" "$r" \
+    "$(ticks_to_s "$a0" "$(cpu_ticks $hp)")" "$(ticks_to_s "$b0" "$(cpu_ticks $cp)")" >> "$RESULTS/split.jsonl"
+  [ "$name" = nginx ] || { read -r h1 m1 < <(varnish_counts); printf ',"hit":%d,"miss":%d' $((h1 - h0)) $((m1 - m0)) >> "$RESULTS/split.jsonl"; }
+  echo "}" >> "$RESULTS/split.jsonl"
 }
 warm() { taskset -c "$CLI_CPU" wrk -t1 -c"$2" -d"$WARM" --timeout 60s "$1" > /dev/null 2>&1 || true; }
 
@@ -154,15 +157,14 @@ for cfg in "F4K f4k.bin 16" "F100M f100m.bin 4"; do
   read -r key file c <<< "$cfg"
   p=PATH_$key; o=OWNER_$key
   s_url="${FRONTENDS[${!o}]}${!p}"; n_url="$NGX_URL${!p}"
-  s_pids=(${HAPROXY_PIDS[${!o}]} ${VARNISH_PIDS[${!o}]}); n_pids=("$HAPROXY_N" "$NGINX_PID")
   log "$file c=$c: warm-up $WARM each"
   warm "$s_url" "$c"; warm "$n_url" "$c"
   for r in $(seq "$REPS"); do
     # alternate which side goes first, so a slow drift of the machine's load hits both alike
     for side in $( ((r % 2)) && echo "stack nginx" || echo "nginx stack"); do
       log "$side $file c=$c rep $r/$REPS ($DUR)"
-      if [ "$side" = stack ]; then stack_run stack "$file" "$c" "$r" "$s_url" "${s_pids[@]}"
-      else wrk_one nginx "$file" "$c" "$r" "$n_url" "${n_pids[@]}"; fi
+      if [ "$side" = stack ]; then measure stack "$file" "$c" "$r" "$s_url" "${HAPROXY_PIDS[${!o}]}" "${VARNISH_PIDS[${!o}]}"
+      else measure nginx "$file" "$c" "$r" "$n_url" "$HAPROXY_N" "$NGINX_PID"; fi
       sleep 1
     done
   done
@@ -176,9 +178,9 @@ for r in $(seq "$REPS"); do
   for side in $( ((r % 2)) && echo "owner other" || echo "other owner"); do
     log "peer-$side f4k.bin c=1 rep $r/$REPS ($DUR)"
     if [ "$side" = owner ]; then
-      stack_run peer-owner f4k.bin 1 "$r" "$own_url" ${HAPROXY_PIDS[$OWNER_F4K]} ${VARNISH_PIDS[$OWNER_F4K]}
+      measure peer-owner f4k.bin 1 "$r" "$own_url" "${HAPROXY_PIDS[$OWNER_F4K]}" "${VARNISH_PIDS[$OWNER_F4K]}"
     else
-      stack_run peer-other f4k.bin 1 "$r" "$other_url" ${HAPROXY_PIDS[$OTHER_F4K]} ${VARNISH_PIDS[$OWNER_F4K]}
+      measure peer-other f4k.bin 1 "$r" "$other_url" "${HAPROXY_PIDS[$OTHER_F4K]}" "${VARNISH_PIDS[$OWNER_F4K]}"
     fi
     sleep 1
   done
