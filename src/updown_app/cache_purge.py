@@ -72,28 +72,33 @@ class CachePurger:
     async def purge(self, paths: Sequence[str]) -> list[str]:
         """Ban ``paths`` on every frontend unit; returns the endpoints that could not be purged (yet: they are
         retried in the background)."""
-        if not self.endpoints or not paths:
+        return await self.ban([ban_expression(path) for path in paths])
+
+    async def ban(self, expressions: Sequence[str]) -> list[str]:
+        """Ban every cached URL matching one of ``expressions`` (regexes on the raw URL, path and query) on every
+        frontend unit, like ``purge``."""
+        if not self.endpoints or not expressions:
             return []
-        results = await asyncio.gather(*(self._purge_endpoint(e, paths, self.retries) for e in self.endpoints))
+        results = await asyncio.gather(*(self._ban_endpoint(e, expressions, self.retries) for e in self.endpoints))
         failed = [endpoint for endpoint, ok in zip(self.endpoints, results, strict=True) if not ok]
         for endpoint in failed:
-            self._spawn(self._keep_trying(endpoint, paths))
+            self._spawn(self._keep_trying(endpoint, expressions))
         if self.second_round_after > 0:
-            self._spawn(self._second_round(paths))
+            self._spawn(self._second_round(expressions))
         return failed
 
-    async def _purge_endpoint(self, endpoint: str, paths: Sequence[str], retries: int) -> bool:
+    async def _ban_endpoint(self, endpoint: str, expressions: Sequence[str], retries: int) -> bool:
         for attempt in range(retries + 1):
             try:
-                for path in paths:
+                for expression in expressions:
                     response = await self.client.request(
-                        "BAN", endpoint + "/", headers={"Host": self.public_host, "X-Ban-Url": ban_expression(path)}
+                        "BAN", endpoint + "/", headers={"Host": self.public_host, "X-Ban-Url": expression}
                     )
                     if response.status_code != 200:
                         raise httpx.HTTPStatusError(
                             f"status {response.status_code}", request=response.request, response=response
                         )
-                CACHE_PURGES.labels(endpoint).inc(len(paths))
+                CACHE_PURGES.labels(endpoint).inc(len(expressions))
                 return True
             except httpx.HTTPError as exc:
                 CACHE_PURGE_FAILURES.labels(endpoint).inc()
@@ -105,7 +110,7 @@ class CachePurger:
                     await asyncio.sleep(RETRY_BACKOFF * 2**attempt)
         return False
 
-    async def _keep_trying(self, endpoint: str, paths: Sequence[str]) -> None:
+    async def _keep_trying(self, endpoint: str, expressions: Sequence[str]) -> None:
         CACHE_PURGE_PENDING.inc()
         try:
             loop = asyncio.get_running_loop()
@@ -113,17 +118,17 @@ class CachePurger:
             delay = RETRY_BACKOFF
             while loop.time() < deadline:
                 await asyncio.sleep(delay)
-                if await self._purge_endpoint(endpoint, paths, 0):
+                if await self._ban_endpoint(endpoint, expressions, 0):
                     log.info("cache purge succeeded after retries", extra={"endpoint": endpoint})
                     return
                 delay = min(delay * 2, BACKGROUND_BACKOFF_MAX)
-            log.error("cache purge abandoned: unit unreachable", extra={"endpoint": endpoint, "paths": len(paths)})
+            log.error("cache purge abandoned: unit unreachable", extra={"endpoint": endpoint, "bans": len(expressions)})
         finally:
             CACHE_PURGE_PENDING.dec()
 
-    async def _second_round(self, paths: Sequence[str]) -> None:
+    async def _second_round(self, expressions: Sequence[str]) -> None:
         await asyncio.sleep(self.second_round_after + 0.1)
-        await asyncio.gather(*(self._purge_endpoint(e, paths, self.retries) for e in self.endpoints))
+        await asyncio.gather(*(self._ban_endpoint(e, expressions, self.retries) for e in self.endpoints))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)

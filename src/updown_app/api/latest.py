@@ -8,18 +8,15 @@ Public host only: private files are not in channels' latest URLs.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
 from updown_app.api.download import request_host
 from updown_app.api.files import CHANNEL_RE, download_path
 from updown_app.api.upload import PACKAGE_RE
-from updown_app.cache_purge import RETRY_BACKOFF, CachePurger
 from updown_app.context import AppContext, ctx
 from updown_app.errors import ApiError
 from updown_app.metadata.channels import Channels, channels_moved
@@ -55,30 +52,6 @@ def latest_ban_regex(package: str) -> str:
     return "^/" + re.escape(package).replace(r"\+", "(?:\\+|%2[Bb])") + "/[^/?]+/latest/"
 
 
-async def ban(purger: CachePurger, regex: str) -> bool:
-    """One BAN of ``regex`` on every frontend unit, retried like the purger's own; False if a unit stayed down.
-
-    The purger bans exact paths; a package's latest URLs are open-ended (any glob), hence a regex of our own.
-    """
-
-    async def one(endpoint: str) -> bool:
-        for attempt in range(purger.retries + 1):
-            try:
-                response = await purger.client.request(
-                    "BAN", endpoint + "/", headers={"Host": purger.public_host, "X-Ban-Url": regex}
-                )
-                if response.status_code == 200:
-                    return True
-            except httpx.HTTPError as exc:
-                log.warning("latest ban failed", extra={"endpoint": endpoint, "error": type(exc).__name__})
-            if attempt < purger.retries:
-                await asyncio.sleep(RETRY_BACKOFF * 2**attempt)
-        return False
-
-    results = await asyncio.gather(*(one(e) for e in purger.endpoints))
-    return all(results)
-
-
 def install(context: AppContext) -> None:
     """Ban a package's latest URLs whenever one of its public files in a channel changes state or channels."""
     if not context.purger.enabled:
@@ -89,6 +62,6 @@ def install(context: AppContext) -> None:
     async def hook(file: File, state: FileState) -> None:
         # A file in no channel is behind no latest URL, unless it just left its channels.
         if file.visibility == Visibility.public.value and (channels_moved.get() or await channels.of(file.id)):
-            await ban(context.purger, latest_ban_regex(file.package))
+            await context.purger.ban([latest_ban_regex(file.package)])
 
     context.state_hooks.append(hook)
