@@ -327,6 +327,15 @@ def test_unpublish_and_purge_uploads_actions(ctx, host, monkeypatch):
     ctx.run(ctx.on.action("unpublish", params={"id": "f-123"}), out)
     assert seen == [("f-123", "store-2024")]
     assert json.loads((ctx.action_results or {})["result"])["state"] == "unpublished"
+    monkeypatch.setattr(workload, "find_published", lambda layout, name: "f-9" if name == "/a/1/a.snap" else None)
+    ctx.run(ctx.on.action("unpublish", params={"name": "/a/1/a.snap"}), out)
+    assert seen[-1] == ("f-9", "store-2024") and (ctx.action_results or {})["id"] == "f-9"
+    with pytest.raises(testing.ActionFailed) as failed:
+        ctx.run(ctx.on.action("unpublish", params={"name": "/a/1/gone.snap"}), out)
+    assert failed.value.message == "no published file at /a/1/gone.snap"
+    with pytest.raises(testing.ActionFailed) as failed:
+        ctx.run(ctx.on.action("unpublish", params={"id": "f-1", "name": "/a/1/a.snap"}), out)
+    assert failed.value.message == "give either id or name (/<package>/<revision>/<filename>)"
     ctx.run(ctx.on.action("purge-uploads"), out)
     assert (ctx.action_results or {})["result"] == '{"purged": 2}'
 

@@ -179,14 +179,18 @@ def test_unpublish_through_the_local_api(running, tmp_path: Path) -> None:
     with UpdownClient(base, key_id="store-2024", secret=b"k1") as client:
         file_id = client.upload(payload, package="bad", revision="1")["id"]
         client.publish(file_id)
-    # the charm runs <current release>/bin/updown; here the test venv's
-    current = layout.current / "bin"
-    current.mkdir(parents=True)
-    (current / "updown").symlink_to(Path(sys.executable).with_name("updown"))
+    # the charm runs <current release>/bin/updown and python; here the test venv is the current release
+    layout.current.parent.mkdir(parents=True, exist_ok=True)
+    layout.current.symlink_to(sys.prefix)
+    assert workload.find_published(layout, "/bad/1/bad.txt") == file_id  # the action's lookup by name
+    assert workload.find_published(layout, "/bad/1/other.txt") is None
+    with pytest.raises(ValueError):
+        workload.find_published(layout, "/bad/1")
     out = workload.unpublish(state, layout, file_id)
     assert '"state": "unpublished"' in out
     r = httpx.get(f"{base}/bad/1/bad.txt", headers={"host": "updown.test", "x-forwarded-proto": "https"})
     assert r.status_code == 404
+    assert workload.find_published(layout, "/bad/1/bad.txt") is None  # published files only
 
 
 def test_health_check_reports_what_failed(tmp_path: Path) -> None:

@@ -262,18 +262,31 @@ class UpdownAppCharm(ops.CharmBase):
     # -- actions -----------------------------------------------------------------------------------------------
 
     def _on_unpublish(self, event: ops.ActionEvent) -> None:
-        file_id = str(event.params["id"]).strip()
+        file_id = str(event.params.get("id", "")).strip()
+        name = str(event.params.get("name", "")).strip()
+        if bool(file_id) == bool(name):
+            event.fail("give either id or name (/<package>/<revision>/<filename>)")
+            return
         try:
             st = self._build_state()
         except StateError as problem:
             event.fail(f"the unit is not configured: {problem}")
             return
         try:
+            if name:
+                found = workload.find_published(LAYOUT, name)
+                if found is None:
+                    event.fail(f"no published file at {name}")
+                    return
+                file_id = found
             out = workload.unpublish(st, LAYOUT, file_id)
+        except ValueError as exc:
+            event.fail(str(exc))
+            return
         except subprocess.CalledProcessError as exc:
             event.fail(f"unpublish failed: {(exc.stderr or '').strip()[-500:]}")
             return
-        event.set_results({"result": out.strip()})
+        event.set_results({"result": out.strip(), "id": file_id})
 
     def _on_purge_uploads(self, event: ops.ActionEvent) -> None:
         try:
