@@ -8,7 +8,6 @@ Public host only: private files are not in channels' latest URLs.
 
 from __future__ import annotations
 
-import logging
 import re
 
 from starlette.requests import Request
@@ -22,7 +21,6 @@ from updown_app.errors import ApiError
 from updown_app.metadata.channels import Channels, channels_moved
 from updown_app.metadata.models import File, FileState, Visibility
 
-log = logging.getLogger("updown.latest")
 _NOT_FOUND = ApiError(404, "not_found", "no published file matches")
 
 
