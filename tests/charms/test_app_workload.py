@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -124,7 +125,7 @@ def test_secret_files_are_private(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def running(tmp_path: Path, postgres_url: str) -> Iterator[tuple[object, object, str]]:
+def running(tmp_path: Path, postgres_url: str) -> Iterator[tuple[Any, Any, str, subprocess.Popen[bytes]]]:
     """`updown db upgrade` then `updown serve`, both with the config the charm renders, on the test PostgreSQL."""
     from sqlalchemy.engine import make_url
 
@@ -145,7 +146,7 @@ def running(tmp_path: Path, postgres_url: str) -> Iterator[tuple[object, object,
     try:
         ok, detail = workload.health_check(workload.health_url(state), timeout=30, interval=0.2)
         assert ok, detail + (tmp_path / "serve.log").read_text()
-        yield state, layout, f"http://127.0.0.1:{port}"
+        yield state, layout, f"http://127.0.0.1:{port}", proc
     finally:
         proc.terminate()
         proc.wait(15)
@@ -153,7 +154,7 @@ def running(tmp_path: Path, postgres_url: str) -> Iterator[tuple[object, object,
 
 @pytest.mark.postgres
 def test_serve_answers_with_the_rendered_config(running, tmp_path: Path) -> None:
-    _state, _, base = running
+    _, _, base, _ = running
     from updown_app.client import UpdownClient
 
     payload = tmp_path / "hello.txt"
@@ -171,7 +172,7 @@ def test_serve_answers_with_the_rendered_config(running, tmp_path: Path) -> None
 @pytest.mark.postgres
 def test_unpublish_through_the_local_api(running, tmp_path: Path) -> None:
     """The `unpublish` action's command, for real: the CLI, the key in the environment, the unit's own API."""
-    state, layout, base = running
+    state, layout, base, _ = running
     from updown_app.client import UpdownClient
 
     payload = tmp_path / "bad.txt"
@@ -191,6 +192,37 @@ def test_unpublish_through_the_local_api(running, tmp_path: Path) -> None:
     r = httpx.get(f"{base}/bad/1/bad.txt", headers={"host": "updown.test", "x-forwarded-proto": "https"})
     assert r.status_code == 404
     assert workload.find_published(layout, "/bad/1/bad.txt") is None  # published files only
+
+
+@pytest.mark.postgres
+def test_a_stopping_unit_finishes_its_downloads(running, tmp_path: Path) -> None:
+    """What a restart relies on (systemd sends SIGTERM, TimeoutStopSec bounds it): a download in flight is
+    finished, while new connections are refused."""
+    import signal
+    import time
+
+    _, _, base, proc = running
+    from updown_app.client import UpdownClient
+
+    payload = tmp_path / "big.bin"
+    payload.write_bytes(os.urandom(24 * 1024 * 1024))
+    with UpdownClient(base, key_id="store-2024", secret=b"k1") as client:
+        client.publish(client.upload(payload, package="big", revision="1")["id"])
+    headers = {"host": "updown.test", "x-forwarded-proto": "https"}
+    received = bytearray()
+    with httpx.Client(timeout=30) as slow, slow.stream("GET", f"{base}/big/1/big.bin", headers=headers) as r:
+        assert r.status_code == 200
+        chunks = r.iter_bytes(256 * 1024)
+        received += next(chunks)
+        proc.send_signal(signal.SIGTERM)  # the unit is stopping with this download in flight
+        time.sleep(0.5)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{base}/readyz", timeout=2)  # no new connections
+        for chunk in chunks:
+            received += chunk
+            time.sleep(0.001)  # a slow client
+    assert bytes(received) == payload.read_bytes()
+    assert proc.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done; systemd counts it clean
 
 
 def test_health_check_reports_what_failed(tmp_path: Path) -> None:
