@@ -280,14 +280,31 @@ def test_install_release_from_the_wheelhouse(tmp_path: Path, wheelhouse: Path, d
     help_text = subprocess.run([str(layout.updown()), "--help"], capture_output=True, text=True, check=True).stdout
     assert "serve" in help_text
 
-    calls: list[object] = []
+    calls: list[list[str]] = []
     real_run = workload.run
-    workload.run = lambda *a, **k: calls.append(a)  # an installed release is not installed again
+
+    def fake_run(argv: list[object], **_: object) -> str:
+        calls.append([str(a) for a in argv])
+        if calls[-1][1:3] == ["-m", "venv"]:
+            Path(calls[-1][-1]).mkdir(parents=True)
+        return ""
+
+    workload.run = fake_run  # type: ignore[assignment]
     try:
+        workload.install_release(wheelhouse, version, layout)  # installed: nothing runs
+        assert calls == []
+        # an interrupted install (no marker) is started over from an empty directory
+        (target / ".installed").unlink()
+        (target / "junk").write_text("left by a killed install")
+        assert workload.installed_releases(layout) == []
         workload.install_release(wheelhouse, version, layout)
     finally:
         workload.run = real_run
-    assert calls == []
+    assert not (target / "junk").exists() and (target / ".installed").exists()
+    assert calls[0][1:3] == ["-m", "venv"] and calls[0][-1] == str(target)
+    pip = calls[1]
+    assert pip[0] == str(target / "bin" / "python") and pip[pip.index("--find-links") + 1] == str(wheelhouse)
+    assert "--no-index" in pip and pip[-1] == f"updown-app=={version}"
 
     # a second release side by side; `current` flips atomically (rename over the link), pruning keeps what's asked
     other = layout.releases / "0.0.9"
@@ -299,13 +316,6 @@ def test_install_release_from_the_wheelhouse(tmp_path: Path, wheelhouse: Path, d
     assert workload.installed_releases(layout) == [version]
     with pytest.raises(FileNotFoundError):
         workload.activate("0.0.9", layout)
-
-    # an interrupted install (no marker) is started over
-    (target / ".installed").unlink()
-    (target / "junk").write_text("left by a killed install")
-    assert workload.installed_releases(layout) == []
-    workload.install_release(wheelhouse, version, layout)
-    assert not (target / "junk").exists() and (target / ".installed").exists()
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
