@@ -26,7 +26,7 @@ from rollout import Action, AppRollout, Phase, UnitRollout
 from state import BACKEND_CACHE, DATABASE, FRONTEND_CACHE, PEER, StateError
 
 try:  # `charmcraft fetch-libs` brings it into lib/ at pack time (charmcraft.yaml `charm-libs`)
-    from charms.grafana_agent.v0.cos_agent import COSAgentProvider  # type: ignore[import-not-found]
+    from charms.grafana_agent.v0.cos_agent import COSAgentProvider  # type: ignore[import-not-found,unused-ignore]
 except ImportError:
     COSAgentProvider = None
 
@@ -254,8 +254,8 @@ class UpdownAppCharm(ops.CharmBase):
                 )
             )
         elif any(u.pending for u in units):
-            done = sum(1 for u in units if u.running == app.target and not u.pending)
-            event.add_status(ops.MaintenanceStatus(f"rolling onto {app.target}: {done}/{len(units)} units done"))
+            count = sum(1 for u in units if u.running == app.target and not u.pending)
+            event.add_status(ops.MaintenanceStatus(f"rolling onto {app.target}: {count}/{len(units)} units done"))
         elif app.target:
             event.add_status(ops.ActiveStatus(f"{app.target} on {len(units)} units"))
 

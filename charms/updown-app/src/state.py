@@ -47,7 +47,7 @@ class PostgresResponse(DataContractV0):
     """The provider's answer. The library decodes each databag value as JSON (`version: 16.10` would become the
     float 16.1) and the `tls` secret value as a JSON bool, but the postgresql charm writes "True"/"False"."""
 
-    tls: TlsSecretStr = pydantic.Field(default=None)
+    tls: TlsSecretStr = pydantic.Field(default=None)  # type: ignore[assignment]
 
     @pydantic.field_validator("version", mode="before")
     @classmethod

@@ -60,9 +60,7 @@ class Layout:
     @classmethod
     def under(cls, root: Path) -> Layout:
         base = cls()
-        return cls(
-            **{name: root / str(getattr(base, name)).lstrip("/") for name in cls.__dataclass_fields__}  # type: ignore[arg-type]
-        )
+        return cls(**{name: root / str(getattr(base, name)).lstrip("/") for name in cls.__dataclass_fields__})
 
     def release_dir(self, version: str) -> Path:
         return self.releases / version
@@ -343,7 +341,7 @@ def prune_releases(layout: Layout, keep: set[str]) -> list[str]:
 # --- service control (the charm's tests replace these) --------------------------------------------------------
 
 
-def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = None) -> str:
+def run(argv: Sequence[str | Path], env: Mapping[str, str] | None = None, timeout: float | None = None) -> str:
     # the command and its first words only: never ids or scripts
     logger.info("running %s", " ".join(str(a)[:40] for a in argv[:3]))
     result = subprocess.run(
