@@ -360,3 +360,27 @@ def test_a_failed_migration_blocks_the_leader_and_is_retried(ctx, host, monkeypa
 def test_the_carried_release_is_installed_ahead_of_its_turn(ctx, host):
     ctx.run(ctx.on.config_changed(), ready(leader=False))  # no target yet: the leader has not chosen
     assert host.named("install") == [("install", RELEASE)] and host.named("restart") == []
+
+
+def test_install_and_restart_failures_are_statuses_not_hook_errors(ctx, host, monkeypatch):
+    import subprocess
+
+    def broken_install(*args: object, **kwargs: object) -> None:
+        raise subprocess.CalledProcessError(1, ["pip"], stderr="No matching distribution")
+
+    real_install = workload.install_release
+    monkeypatch.setattr(workload, "install_release", broken_install)
+    out = ctx.run(ctx.on.config_changed(), ready())
+    assert out.unit_status == testing.BlockedStatus(
+        f"installing {RELEASE} from the wheelhouse failed: see juju debug-log"
+    )
+    monkeypatch.setattr(workload, "install_release", real_install)
+
+    def broken_restart(layout: object, unit_changed: bool) -> None:
+        raise subprocess.CalledProcessError(1, ["systemctl", "restart", "updown"], stderr="Job failed")
+
+    monkeypatch.setattr(workload, "restart", broken_restart)
+    out = ctx.run(ctx.on.config_changed(), out)
+    assert out.unit_status == testing.BlockedStatus(
+        f"{RELEASE} failed its health check: the service is not ready (systemctl restart failed); kept drained"
+    )

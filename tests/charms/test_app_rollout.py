@@ -94,6 +94,7 @@ def test_unit_step_drains_then_restarts_on_a_peer_ack() -> None:
     assert rollout.unit_step(me, app, [acked], "2#f") is Action.RESTART
     alone = units("1", "app/1")[0]
     assert rollout.unit_step(alone, app, [], "2#f") is Action.RESTART  # nobody else serves: no drain
+    assert rollout.unit_step(me, app, [], "2#f") is Action.RESTART  # draining, and the peers left meanwhile
 
 
 def test_first_start_needs_no_grant() -> None:

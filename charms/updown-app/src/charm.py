@@ -151,7 +151,13 @@ class UpdownAppCharm(ops.CharmBase):
             files, private=frozenset({LAYOUT.config, LAYOUT.hmac_keys, LAYOUT.environment}), group=self._group()
         )
         workload.activate(app.target, LAYOUT)
-        workload.restart(LAYOUT, unit_changed=LAYOUT.unit_file in changed)
+        try:
+            workload.restart(LAYOUT, unit_changed=LAYOUT.unit_file in changed)
+        except subprocess.CalledProcessError as exc:
+            logger.error("restarting onto %s failed: %s", app.target, (exc.stderr or "").strip()[-500:])
+            return me.model_copy(
+                update={"phase": Phase.FAILED, "failed": attempt, "failure": "systemctl restart failed"}
+            )
         ok, detail = workload.health_check(workload.health_url(st), st.config.health_check_timeout)
         if not ok:
             logger.warning("release %s failed its health check: %s", app.target, detail)
@@ -202,7 +208,15 @@ class UpdownAppCharm(ops.CharmBase):
             return
         app, me, peers = self._rollout(peer)
         target = app.target
-        if me.phase is Phase.FAILED or (me.failed and not me.running):
+        if target and target not in workload.installed_releases(LAYOUT):
+            # the reconcile tried to install it just before this: say why it is not there
+            if target == self._bundled_release():
+                event.add_status(
+                    ops.BlockedStatus(f"installing {target} from the wheelhouse failed: see juju debug-log")
+                )
+            else:
+                event.add_status(ops.BlockedStatus(_not_carried(target)))
+        elif me.phase is Phase.FAILED or (me.failed and not me.running):
             event.add_status(
                 ops.BlockedStatus(f"{target} failed its health check: {_unready_message(me.failure)}; kept drained")
             )
@@ -369,19 +383,22 @@ class UpdownAppCharm(ops.CharmBase):
         """Install the target (and, ahead of its turn, the release this charm carries: side by side, harmless)."""
         bundled = self._bundled_release()
         if bundled and bundled != target and bundled not in workload.installed_releases(LAYOUT):
-            self.unit.status = ops.MaintenanceStatus(f"installing {bundled}")
-            workload.install_release(self.charm_dir / "wheelhouse", bundled, LAYOUT)
+            self._install(bundled)
         if not target or target in workload.installed_releases(LAYOUT):
             return
         if target != self._bundled_release():
+            raise StateError(ops.BlockedStatus(_not_carried(target)))
+        self._install(target)
+
+    def _install(self, release: str) -> None:
+        self.unit.status = ops.MaintenanceStatus(f"installing {release}")
+        try:
+            workload.install_release(self.charm_dir / "wheelhouse", release, LAYOUT)
+        except subprocess.CalledProcessError as exc:
+            logger.error("installing %s failed: %s", release, (exc.stderr or "").strip()[-1000:])
             raise StateError(
-                ops.BlockedStatus(
-                    f"release {target} is not installed on this unit and this charm does not carry it: "
-                    "refresh to a charm revision that does"
-                )
-            )
-        self.unit.status = ops.MaintenanceStatus(f"installing {target}")
-        workload.install_release(self.charm_dir / "wheelhouse", target, LAYOUT)
+                ops.BlockedStatus(f"installing {release} from the wheelhouse failed: see juju debug-log")
+            ) from exc
 
     def _build_state(self) -> AppState:
         config = juju_state.load_config(self)
@@ -435,6 +452,13 @@ def _redact(value: Any) -> Any:
     if isinstance(value, list):
         return [_redact(v) for v in value]
     return value
+
+
+def _not_carried(release: str) -> str:
+    return (
+        f"release {release} is not installed on this unit and this charm does not carry it: "
+        "refresh to a charm revision that does"
+    )
 
 
 def _unready_message(detail: str) -> str:

@@ -199,8 +199,8 @@ def unit_step(me: UnitRollout, app: AppRollout, peers: Iterable[UnitRollout], at
     others = list(peers)
     if me.phase is Phase.IDLE:
         return Action.DRAIN if others else Action.RESTART  # alone: nobody else could serve meanwhile anyway
-    if any(p.drain_seen == me.drain_id for p in others):
-        return Action.RESTART
+    if not others or any(p.drain_seen == me.drain_id for p in others):
+        return Action.RESTART  # acknowledged, or the peers left meanwhile (nobody would acknowledge)
     return Action.NONE
 
 
