@@ -152,14 +152,13 @@ def test_cache_charm_carries_the_draining_flag(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(workload, "run", lambda argv: None)
     chain, key = tls_pair
     secret = testing.Secret(tracked_content={"certificate": chain, "key": key})
-    app = testing.Relation(
-        endpoint="app",
-        remote_app_name="updown-app",
-        remote_units_data={
-            0: {"address": "10.1.0.1", "port": "8000", "draining": "false"},
-            1: {"address": "10.1.0.2", "port": "8000", "draining": "true"},
-        },
-    )
+    # what the updown-app charm writes (its copy of the schema, its own dump)
+    from tests.charms.app_charm import interface as app_interface
+
+    bags: dict[int, dict[str, str]] = {0: {}, 1: {}}
+    app_interface.AppUnitData(address="10.1.0.1", port=8000, draining=False).dump(bags[0])
+    app_interface.AppUnitData(address="10.1.0.2", port=8000, draining=True).dump(bags[1])
+    app = testing.Relation(endpoint="app", remote_app_name="updown-app", remote_units_data=bags)
     ctx = testing.Context(CacheCharm)
     out = ctx.run(
         ctx.on.relation_changed(app, remote_unit=1),
