@@ -260,13 +260,14 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
             f"{worst[1]['other_procs_worst'] or 'kernel/short-lived'}), max steal "
             f"{max(v['steal_s_max'] for v in dl.values()):.2f} s."
         )
-        disturbed = [f"{k[0]} {LABEL.get(k[1], k[1])} c{k[2]} run {rep} ({pct}%)" for k, v in dl.items()
-                     for rep, pct in v["disturbed_runs"]]  # fmt: skip
-        if disturbed:
+        others = [d.get("other_cpu_s", 0) / (d["wrk"]["duration_us"] / 1e6) * 100 for d in runs if d.get("wrk")]
+        busy = [(k, rep, pct) for k, v in dl.items() for rep, pct in v["disturbed_runs"]]
+        if busy:
+            total = sum(v["n"] for v in dl.values())
             notes.append(
-                "**WARNING: other processes took more than 20% of a core during: "
-                + ", ".join(disturbed)
-                + " (per-run numbers in downloads.jsonl).**"
+                f"**WARNING: other processes took more than 20% of a core in {len(busy)} of {total} runs"
+                + (f" (median {statistics.median(others):.0f}% of a core)" if others else "")
+                + ": the box was shared; per-run numbers in downloads.jsonl.**"
             )
     head = [f"Command: `{command.strip()}`"] if command else []
     head += [f"{k}: {settings[k]}" for k in ("date_utc", "settings", "cpu", "kernel", "haproxy", "varnish",
