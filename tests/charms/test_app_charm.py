@@ -384,3 +384,13 @@ def test_install_and_restart_failures_are_statuses_not_hook_errors(ctx, host, mo
     assert out.unit_status == testing.BlockedStatus(
         f"{RELEASE} failed its health check: the service is not ready (systemctl restart failed); kept drained"
     )
+
+
+def test_a_unit_that_cannot_run_still_acknowledges_a_peers_drain(ctx, host):
+    peer = testing.PeerRelation(
+        "rollout",
+        peers_data={2: {"running": "1.0.0", "phase": "draining", "drain-id": "updown-app/2>1.1.0#f"}},
+    )
+    out = ctx.run(ctx.on.relation_changed(peer, remote_unit=2), testing.State(config=CONFIG, relations=[peer]))
+    assert out.unit_status.name == "blocked"  # no HMAC key secret, no database
+    assert out.get_relation(peer.id).local_unit_data["drain-seen"] == "updown-app/2>1.1.0#f"

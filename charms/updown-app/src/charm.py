@@ -93,6 +93,11 @@ class UpdownAppCharm(ops.CharmBase):
         if peer is None:
             return  # the peer relation exists from the first hooks on; nothing can be staged without it
         app, me, peers = self._rollout(peer)
+        # Acknowledge a peer's drain, whatever our own state: our change of data is what wakes the draining unit
+        # up (rollout.py).
+        draining = [p.drain_id for p in peers if p.phase is Phase.DRAINING and p.drain_id]
+        if draining and me.drain_seen != draining[0]:
+            me = me.model_copy(update={"drain_seen": draining[0]})
         if isinstance(_event, ops.UpdateStatusEvent) and me.failed and not me.running:
             me = me.model_copy(update={"failed": ""})  # a first start that failed is retried (it serves nothing)
         if self.unit.is_leader():
@@ -112,10 +117,6 @@ class UpdownAppCharm(ops.CharmBase):
         # A failed unit runs the release that failed, not `running`: it needs the target whatever that is.
         outdated = me.running != app.target or me.fingerprint != fingerprint or me.phase is Phase.FAILED
         me = me.model_copy(update={"pending": bool(app.target) and outdated})
-        # Acknowledge a peer's drain: our change of data is what wakes the draining unit up (rollout.py).
-        draining = [p.drain_id for p in peers if p.phase is Phase.DRAINING and p.drain_id]
-        if draining and me.drain_seen != draining[0]:
-            me = me.model_copy(update={"drain_seen": draining[0]})
         if self.unit.is_leader():
             app = self._migrate(app, st)
         for _ in range(3):  # the leader may grant itself, or a finished holder free the lock for the next unit
