@@ -340,16 +340,20 @@ def test_unpublish_and_purge_uploads_actions(ctx, host, monkeypatch):
     assert (ctx.action_results or {})["result"] == '{"purged": 2}'
 
 
-def test_a_failed_migration_blocks_the_leader_and_is_retried(ctx, host, monkeypatch):
+def test_a_failed_migration_blocks_the_leader_and_is_retried(ctx, host, monkeypatch, caplog):
     import subprocess
 
     def fail(version: str, layout: object) -> str:
         host.calls.append(("migrate", version))
-        raise subprocess.CalledProcessError(1, ["updown", "db", "upgrade"], stderr="alembic: boom")
+        raise subprocess.CalledProcessError(
+            1, ["updown", "db", "upgrade"], stderr="invalid: postgresql+asyncpg://relation-7:pw@10.0.0.5/updown"
+        )
 
     monkeypatch.setattr(workload, "migrate", fail)
     out = ctx.run(ctx.on.config_changed(), ready())
     assert out.unit_status == testing.BlockedStatus(f"the database migration for {RELEASE} failed: see juju debug-log")
+    logged = [r.getMessage() for r in caplog.records if "migration" in r.getMessage()]
+    assert logged and all(":pw@" not in m for m in logged) and "relation-7:<redacted>@" in logged[0]
     assert host.named("restart") == []
     monkeypatch.setattr(workload, "migrate", lambda version, layout: host.calls.append(("migrate", version)) or "{}")
     out = ctx.run(ctx.on.update_status(), out)

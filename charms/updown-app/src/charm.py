@@ -11,6 +11,7 @@ import os
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,7 @@ class UpdownAppCharm(ops.CharmBase):
         try:
             workload.restart(LAYOUT, unit_changed=LAYOUT.unit_file in changed)
         except subprocess.CalledProcessError as exc:
-            logger.error("restarting onto %s failed: %s", app.target, (exc.stderr or "").strip()[-500:])
+            logger.error("restarting onto %s failed: %s", app.target, _scrub(exc, st))
             return me.model_copy(
                 update={"phase": Phase.FAILED, "failed": attempt, "failure": "systemctl restart failed"}
             )
@@ -190,7 +191,7 @@ class UpdownAppCharm(ops.CharmBase):
             try:
                 out = workload.migrate(app.target, layout)
             except subprocess.CalledProcessError as exc:
-                logger.error("migration for %s failed (exit %s): %s", app.target, exc.returncode, exc.stderr)
+                logger.error("migration for %s failed (exit %s): %s", app.target, exc.returncode, _scrub(exc, st))
                 return app.model_copy(update={"migration_failed": app.target})  # retried on the next event
         logger.info("database migrated for %s: %s", app.target, out.strip()[-200:])
         return app.model_copy(update={"migrated": [*app.migrated, app.target], "migration_failed": ""})
@@ -299,7 +300,7 @@ class UpdownAppCharm(ops.CharmBase):
             event.fail(str(exc))
             return
         except subprocess.CalledProcessError as exc:
-            event.fail(f"unpublish failed: {(exc.stderr or '').strip()[-500:]}")
+            event.fail(f"unpublish failed: {_scrub(exc, st)}")
             return
         event.set_results({"result": out.strip(), "id": file_id})
 
@@ -453,6 +454,21 @@ def _redact(value: Any) -> Any:
     if isinstance(value, list):
         return [_redact(v) for v in value]
     return value
+
+
+def _scrub(exc: subprocess.CalledProcessError, st: AppState) -> str:
+    """The end of a failed command's stderr with every secret value we know of blanked (an error message may
+    quote a setting, e.g. the database URL)."""
+    text = (exc.stderr or "").strip()[-500:]
+    sec = st.secrets
+    values = [st.database.password, *sec.hmac_keys.values()]
+    values += [v for v in (sec.swift_password, sec.swift_application_credential_secret, sec.swift_temp_url_key) if v]
+    values += [v for v in (sec.s3_secret_access_key, sec.sso_client_secret) if v]
+    for value in values:
+        raw = value.get_secret_value()
+        if raw:
+            text = text.replace(raw, REDACTED).replace(urllib.parse.quote(raw, safe=""), REDACTED)
+    return text
 
 
 def _not_carried(release: str) -> str:
