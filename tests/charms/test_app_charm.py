@@ -398,3 +398,24 @@ def test_a_unit_that_cannot_run_still_acknowledges_a_peers_drain(ctx, host):
     out = ctx.run(ctx.on.relation_changed(peer, remote_unit=2), testing.State(config=CONFIG, relations=[peer]))
     assert out.unit_status.name == "blocked"  # no HMAC key secret, no database
     assert out.get_relation(peer.id).local_unit_data["drain-seen"] == "updown-app/2>1.1.0#f"
+
+
+def test_a_new_port_is_published_when_the_unit_runs_it(ctx, host):
+    peer = testing.PeerRelation("rollout", peers_data={1: {"running": RELEASE, "phase": "idle"}})
+    state = ready(frontends(0))
+    state = dataclasses.replace(state, relations=[peer, *(r for r in state.relations if r.endpoint != "rollout")])
+    out = ctx.run(ctx.on.config_changed(), state)
+    assert out.get_relations("frontend-cache")[0].local_unit_data["port"] == "8000"
+    # the unit drains first: meanwhile the caches keep the port it serves on
+    out = ctx.run(ctx.on.config_changed(), dataclasses.replace(out, config={**out.config, "port": 8080}))
+    assert host.named("restart") == [("restart", RELEASE)]
+    cache = out.get_relations("frontend-cache")[0].local_unit_data
+    assert (cache["port"], cache["draining"]) == ("8000", "True")
+    # the peer acknowledges the drain: the unit restarts on the new port and publishes it
+    mine = peer_of(out).local_unit_data
+    acked = dataclasses.replace(peer_of(out), peers_data={1: {"running": RELEASE, "drain-seen": mine["drain-id"]}})
+    relations = [acked, *(r for r in out.relations if r.endpoint != "rollout")]
+    out = ctx.run(ctx.on.relation_changed(acked, remote_unit=1), dataclasses.replace(out, relations=relations))
+    assert len(host.named("restart")) == 2
+    cache = out.get_relations("frontend-cache")[0].local_unit_data
+    assert (cache["port"], cache["draining"]) == ("8080", "False")

@@ -442,7 +442,9 @@ class UpdownAppCharm(ops.CharmBase):
             address = juju_state.unit_address(self) if state is None else state.address
         except StateError:
             return
-        data = AppUnitData(address=address, port=config.port, health_path=workload.HEALTH_PATH, draining=draining)
+        # The port the service runs on now: a changed port only becomes true at this unit's restart.
+        port = workload.running_port(LAYOUT) or config.port
+        data = AppUnitData(address=address, port=port, health_path=workload.HEALTH_PATH, draining=draining)
         for endpoint in (FRONTEND_CACHE, BACKEND_CACHE):
             for relation in self.model.relations[endpoint]:
                 data.dump(relation.data[self.unit])

@@ -242,6 +242,17 @@ def rendered_files(state: AppState, layout: Layout) -> dict[Path, str]:
     }
 
 
+def running_port(layout: Layout) -> int | None:
+    """The port in the config file on disk: the one the service runs with (a new one waits for its restart)."""
+    import tomllib
+
+    try:
+        port = tomllib.loads(layout.config.read_text()).get("port")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return port if isinstance(port, int) else None
+
+
 def fingerprint(files: Mapping[Path, str]) -> str:
     """A short hash of the rendered files: the peers compare it to know who still runs an older config."""
     digest = hashlib.sha256()
