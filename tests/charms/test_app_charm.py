@@ -419,3 +419,21 @@ def test_a_new_port_is_published_when_the_unit_runs_it(ctx, host):
     assert len(host.named("restart")) == 2
     cache = out.get_relations("frontend-cache")[0].local_unit_data
     assert (cache["port"], cache["draining"]) == ("8080", "False")
+
+
+def test_trusted_networks(ctx, host):
+    network = testing.Network(
+        "frontend-cache",
+        bind_addresses=[testing.BindAddress([testing.Address("10.0.0.9", cidr="10.0.0.0/24")])],
+    )
+    out = ctx.run(ctx.on.config_changed(), dataclasses.replace(ready(frontends(0)), networks={network}))
+    # auto: the subnet the frontends reach us on, so a joining frontend unit is trusted before the units roll
+    assert Settings.load(host.layout.config).trusted_proxies == ["10.0.0.0/24", "10.0.0.1", "127.0.0.1"]
+    out = ctx.run(ctx.on.config_changed(), dataclasses.replace(out, config={**out.config, "trusted-networks": ""}))
+    assert Settings.load(host.layout.config).trusted_proxies == ["10.0.0.1", "127.0.0.1"]
+    out = ctx.run(
+        ctx.on.config_changed(), dataclasses.replace(out, config={**out.config, "trusted-networks": "10.9.0.0/16"})
+    )
+    assert Settings.load(host.layout.config).trusted_proxies == ["10.0.0.1", "10.9.0.0/16", "127.0.0.1"]
+    out = ctx.run(ctx.on.config_changed(), dataclasses.replace(out, config={**out.config, "trusted-networks": "x/99"}))
+    assert out.unit_status.message.startswith("invalid config: trusted-networks:")

@@ -415,6 +415,7 @@ class UpdownAppCharm(ops.CharmBase):
                 database=database,
                 secrets=secrets,
                 caches=juju_state.caches(self),
+                trusted_networks=juju_state.trusted_networks(self, config),
                 workers=config.workers or workload.workers_for(os.cpu_count()),
             )
         except pydantic.ValidationError as exc:

@@ -3,6 +3,7 @@ Juju config, relations and secrets, or directly by the tests. No Juju imports he
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -74,6 +75,16 @@ class AppConfig(BaseModel):
     pause_after_unit_refresh: PauseAfter = PauseAfter.FIRST
     drain_timeout: int = Field(300, ge=1, le=86400)
     health_check_timeout: int = Field(60, ge=1, le=3600)
+    trusted_networks: str = "auto"
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        value = value.strip()
+        if value != "auto":
+            for item in filter(None, (v.strip() for v in value.split(","))):
+                ipaddress.ip_network(item, strict=False)  # ValueError names the bad one
+        return value
 
     @field_validator("public_hostname", "private_hostname")
     @classmethod
@@ -184,6 +195,8 @@ class AppState(BaseModel):
     secrets: Secrets
     caches: tuple[CacheUnit, ...] = ()
     workers: int = Field(1, ge=1)  # resolved: config.workers, or sized to the machine
+    # resolved trusted-networks: with "auto", the networks the frontend units reach this unit on
+    trusted_networks: tuple[str, ...] = ()
     bind_address: str = "0.0.0.0"
 
     @field_validator("caches")

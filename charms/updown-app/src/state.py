@@ -179,6 +179,20 @@ def database(charm: ops.CharmBase) -> Database:
     )
 
 
+def trusted_networks(charm: ops.CharmBase, config: AppConfig) -> tuple[str, ...]:
+    """trusted-networks: "auto" is the subnets of the frontend-cache binding (where the frontends reach us),
+    once a frontend is related; otherwise the CIDRs given (empty: only the frontend units' own addresses)."""
+    if config.trusted_networks != "auto":
+        return tuple(sorted(filter(None, (v.strip() for v in config.trusted_networks.split(",")))))
+    if not charm.model.relations[FRONTEND_CACHE]:
+        return ()
+    binding = charm.model.get_binding(FRONTEND_CACHE)
+    if binding is None:
+        return ()
+    subnets = {i.subnet for i in binding.network.interfaces if i.subnet is not None}
+    return tuple(sorted(str(n) for n in subnets if n.prefixlen < n.max_prefixlen))  # a /32 is only ourselves
+
+
 def caches(charm: ops.CharmBase) -> tuple[CacheUnit, ...]:
     """Every unit of the related cache applications that published its address, with the role of its endpoint."""
     found: list[CacheUnit] = []

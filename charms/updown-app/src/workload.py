@@ -102,8 +102,9 @@ def render_settings(state: AppState, layout: Layout) -> dict[str, Any]:
         "workers": state.workers,
         "tls": False,  # the frontend caches terminate TLS
         "https_redirect_port": 443,
-        # The frontends, and the unit itself: the charm's actions call the local API over plain HTTP.
-        "trusted_proxies": sorted({"127.0.0.1", *(c.address for c in state.frontends)}),
+        # The frontends, and the unit itself: the charm's actions call the local API over plain HTTP. Plus the
+        # networks they come from: a frontend unit that joins is trusted before this unit restarts for it.
+        "trusted_proxies": sorted({"127.0.0.1", *(c.address for c in state.frontends), *state.trusted_networks}),
         "log_level": cfg.log_level,
     }
     timeouts = {
