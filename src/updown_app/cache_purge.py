@@ -1,5 +1,6 @@
-"""Purging the frontend caches (the Varnish of every frontend unit, ``caches.frontends``) when a URL must stop
-being served: a file unpublished, a "latest" redirect that changed.
+"""Purging the frontend caches (the Varnish of every frontend unit: ``caches.frontends``, or the units file that
+follows units as they join and leave, cache_units.py) when a URL must stop being served: a file unpublished, a
+"latest" redirect or the signed index that changed.
 
 Each path is banned on every unit (``BAN`` with ``X-Ban-Url``, a regex matching the path with or without a query
 string, so cache-busting variants go too) before the request that caused it is answered. A unit that cannot be
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from updown_app.cache_units import CacheUnits
 from updown_app.metrics import CACHE_PURGE_FAILURES, CACHE_PURGE_PENDING, CACHE_PURGES
 from updown_app.settings import CacheSettings
 
@@ -49,8 +51,10 @@ def ban_expression(path: str) -> str:
 
 
 class CachePurger:
-    def __init__(self, settings: CacheSettings, public_host: str, lookup_cache_ttl: float = 0.0) -> None:
-        self.endpoints = list(settings.frontends)
+    def __init__(
+        self, settings: CacheSettings, public_host: str, lookup_cache_ttl: float = 0.0, units: CacheUnits | None = None
+    ) -> None:
+        self.units = units or CacheUnits.from_settings(settings)
         self.public_host = public_host
         self.timeout = settings.purge_timeout
         self.retries = settings.purge_retries
@@ -61,7 +65,12 @@ class CachePurger:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.endpoints)
+        """Whether there are (or may come, with a units file) frontend units to purge."""
+        return self.units.dynamic or bool(self.units.frontends)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.units.current_frontends()
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -77,10 +86,11 @@ class CachePurger:
     async def ban(self, expressions: Sequence[str]) -> list[str]:
         """Ban every cached URL matching one of ``expressions`` (regexes on the raw URL, path and query) on every
         frontend unit, like ``purge``."""
-        if not self.endpoints or not expressions:
+        endpoints = self.endpoints
+        if not endpoints or not expressions:
             return []
-        results = await asyncio.gather(*(self._ban_endpoint(e, expressions, self.retries) for e in self.endpoints))
-        failed = [endpoint for endpoint, ok in zip(self.endpoints, results, strict=True) if not ok]
+        results = await asyncio.gather(*(self._ban_endpoint(e, expressions, self.retries) for e in endpoints))
+        failed = [endpoint for endpoint, ok in zip(endpoints, results, strict=True) if not ok]
         for endpoint in failed:
             self._spawn(self._keep_trying(endpoint, expressions))
         if self.second_round_after > 0:
@@ -118,6 +128,8 @@ class CachePurger:
             delay = RETRY_BACKOFF
             while loop.time() < deadline:
                 await asyncio.sleep(delay)
+                if endpoint not in self.endpoints:  # the unit left the relation (its cache went with it)
+                    return
                 if await self._ban_endpoint(endpoint, expressions, 0):
                     log.info("cache purge succeeded after retries", extra={"endpoint": endpoint})
                     return

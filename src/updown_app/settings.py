@@ -265,6 +265,11 @@ class CacheSettings(BaseModel):
         description="{unit name: http://address:port} of the backend read caches; objects are read through the "
         "unit chosen by consistent hashing on the object key. Empty: the store is read directly.",
     )
+    units_file: Path | None = Field(
+        default=None,
+        description='JSON {"frontends": [...], "backends": {...}} replacing the two lists, re-read when it changes '
+        "(the updown-app charm rewrites it as cache units come and go, without restarting the app).",
+    )
     purge_timeout: float = Field(default=2.0, gt=0, description="Seconds for one PURGE request.")
     purge_retries: int = Field(
         default=3, ge=0, description="Retries, within the unpublish request, of a purge of an unreachable unit."
@@ -462,7 +467,7 @@ class Settings(BaseSettings):
     def resolved_lookup_cache_ttl(self) -> float:
         if self.lookup_cache_ttl is not None:
             return self.lookup_cache_ttl
-        return 0.0 if self.caches.frontends else 1.0
+        return 0.0 if self.caches.frontends or self.caches.units_file else 1.0
 
     @property
     def redirect_port(self) -> int:

@@ -126,3 +126,40 @@ def test_unpublish_bans_on_every_unit_before_answering_and_retries_the_unreachab
         late.close()
     failures = [line for line in srv.log().splitlines() if "cache purge failed" in line]
     assert failures and all(dead in line for line in failures)
+
+
+def test_units_file_follows_cache_units_joining_and_leaving_without_restart(tmp_path: Path) -> None:
+    """The charm rewrites caches.units_file as frontend units come and go; purges follow it at once."""
+    first, second = BanRecorder(), BanRecorder()
+    units_file = tmp_path / "cache-units.json"
+    srv = make_server(tmp_path / "srv", extra_env={"UPDOWN_CACHES__UNITS_FILE": str(units_file)}).start()
+    try:
+        with srv.client() as client:
+
+            def takedown(name: str) -> None:
+                f = tmp_path / name
+                f.write_bytes(secrets.token_bytes(100))
+                record = client.upload(f, package="units", revision="1", visibility="public")
+                client.publish(record["id"])
+                client.unpublish(record["id"])
+
+            def bans(recorder: BanRecorder) -> list[str]:
+                return [b[2] for b in recorder.bans]
+
+            takedown("a.bin")  # no file yet: no unit to purge, and the unpublish still works
+            units_file.write_text(json.dumps({"frontends": [f"http://127.0.0.1:{first.port}"]}))
+            time.sleep(1.1)  # looked at again at most once a second
+            takedown("b.bin")
+            assert len(bans(first)) == 1 and re.search(bans(first)[0], "/units/1/b.bin")
+            units_file.write_text(json.dumps({"frontends": [f"http://127.0.0.1:{second.port}"], "backends": {}}))
+            time.sleep(1.1)
+            takedown("c.bin")
+            assert len(bans(first)) == 1 and len(bans(second)) == 1  # the departed unit is no longer purged
+            units_file.write_text("{not json")
+            time.sleep(1.1)
+            takedown("d.bin")  # a broken file keeps the last good units
+            assert len(bans(second)) == 2 and "cache units file is invalid" in srv.log()
+    finally:
+        srv.stop()
+        first.close()
+        second.close()

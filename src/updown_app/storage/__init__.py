@@ -15,14 +15,18 @@ from updown_app.storage.base import (
 
 
 def create_storage(settings: Settings) -> Storage:
-    """The backend the settings name; with ``caches.backends`` set, its object reads go through those backend
-    cache units (``read_cache``)."""
-    if not settings.caches.backends:
+    """The backend the settings name; with ``caches.backends`` (or a ``caches.units_file``) set, its object reads go
+    through those backend cache units (``read_cache``)."""
+    caches = settings.caches
+    if not caches.backends and caches.units_file is None:
         return _backend(settings)
+    from updown_app.cache_units import CacheUnits
     from updown_app.storage.read_cache import ReadCacheStorage, check_presignable
 
-    check_presignable(settings)
-    return ReadCacheStorage(_backend(settings), settings.caches.backends, chunk_size=settings.chunk_size)
+    units = CacheUnits.from_settings(caches)
+    if units.backends:  # a unit that joins later while the store can't presign: its reads fall back, counted
+        check_presignable(settings)
+    return ReadCacheStorage(_backend(settings), units, chunk_size=settings.chunk_size)
 
 
 def _backend(settings: Settings) -> Storage:

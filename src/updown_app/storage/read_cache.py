@@ -1,6 +1,7 @@
 """Object reads through the backend cache units (charms/cache, role=backend), the tier between the app and the store.
 
-When ``caches.backends`` is set, ``create_storage`` wraps the real backend in ``ReadCacheStorage``. Its ``get``:
+When ``caches.backends`` (or ``caches.units_file``, which follows units as they join and leave: cache_units.py) is
+set, ``create_storage`` wraps the real backend in ``ReadCacheStorage``. Its ``get``:
 
 1. picks the unit for the object by consistent hashing on the object key (``uhashring`` over the unit names): every
    app unit picks the same unit for a key, and a unit joining or leaving moves only its share of the keys;
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 from uhashring import HashRing
 
+from updown_app.cache_units import CacheUnits
 from updown_app.metrics import READ_CACHE_FALLBACKS, READ_CACHE_READS
 from updown_app.settings import Settings
 from updown_app.storage.base import ObjectInfo, PartInfo, Storage, StorageError
@@ -67,19 +69,22 @@ class ReadCacheStorage(Storage):
     def __init__(
         self,
         inner: Storage,
-        backends: Mapping[str, str],
+        backends: Mapping[str, str] | CacheUnits,
         *,
         chunk_size: int = 1024 * 1024,
         presign_ttl: int = PRESIGN_TTL,
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
     ) -> None:
-        if not backends:
+        self.units = backends if isinstance(backends, CacheUnits) else CacheUnits(backends=dict(backends))
+        if not self.units.dynamic and not self.units.backends:
             raise ValueError("ReadCacheStorage needs at least one backend cache unit")
         self.inner = inner
         self.name = inner.name
-        self.backends = {unit: url.rstrip("/") for unit, url in backends.items()}
-        self.ring = HashRing(nodes=sorted(self.backends))
+        self._generation = -1
+        self.backends: dict[str, str] = {}
+        self.ring: HashRing | None = None
+        self._refresh()
         self.chunk_size = chunk_size
         self.presign_ttl = presign_ttl
         self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=10.0, pool=connect_timeout)
@@ -96,9 +101,19 @@ class ReadCacheStorage(Storage):
             )
         return self._client
 
-    def unit_for(self, key: str) -> str:
-        """The backend cache unit that holds ``key`` (the same on every app unit seeing the same units)."""
-        return str(self.ring.get_node(key))
+    def _refresh(self) -> None:
+        """Follow the units as they join and leave (a units file): rebuild the ring when they changed."""
+        self.units.refresh()
+        if self.units.generation != self._generation:
+            self._generation = self.units.generation
+            self.backends = {unit: url.rstrip("/") for unit, url in self.units.backends.items()}
+            self.ring = HashRing(nodes=sorted(self.backends)) if self.backends else None
+
+    def unit_for(self, key: str) -> str | None:
+        """The backend cache unit that holds ``key`` (the same on every app unit seeing the same units); None when
+        there is none right now."""
+        self._refresh()
+        return None if self.ring is None else str(self.ring.get_node(key))
 
     # Reads ---------------------------------------------------------------------------------------------------
 
@@ -108,6 +123,10 @@ class ReadCacheStorage(Storage):
                 yield chunk
             return
         unit = self.unit_for(key)
+        if unit is None:  # no backend unit related at the moment: the store directly
+            async for chunk in self.inner.get(key, offset, length):
+                yield chunk
+            return
         delivered = 0
         reason: str
         try:
