@@ -252,22 +252,21 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
         "second of run (100 % = the whole server core), split into HAProxy + cache (Varnish or nginx) CPU per request",
         "(4 KiB) or per MB (100 MiB); peak RSS: max summed VmHWM of those trees over the runs.",
     ]
-    if dl:
-        worst = max(dl.items(), key=lambda kv: kv[1]["other_cpu_pct_max"])
+    # Noise, from the per-run records of lib.sh's wrk_one: CPU used by anything but the measured trees and wrk.
+    others = [(d.get("other_cpu_s", 0) / (d["wrk"]["duration_us"] / 1e6) * 100, d) for d in runs if d.get("wrk")]
+    if others:
+        top_pct, top = max(others, key=lambda x: x[0])
+        busy = sum(1 for pct, _ in others if pct > 20)
         notes.append(
-            f"Noise: the busiest run had {worst[1]['other_cpu_pct_max']:.0f}% of a core used by other processes "
-            f"({worst[0][0]} {LABEL.get(worst[0][1], worst[0][1])} c{worst[0][2]}; top: "
-            f"{worst[1]['other_procs_worst'] or 'kernel/short-lived'}), max steal "
-            f"{max(v['steal_s_max'] for v in dl.values()):.2f} s."
+            f"Noise: other processes used a median {statistics.median(p for p, _ in others):.0f}% of a core per run, "
+            f"at most {top_pct:.0f}% ({top['server']} {LABEL.get(top['file'], top['file'])} c{top['conc']} run "
+            f"{top['rep']}; top: {top.get('other_procs') or 'kernel/short-lived'}); max steal "
+            f"{max(d.get('steal_s', 0) for _, d in others):.2f} s."
         )
-        others = [d.get("other_cpu_s", 0) / (d["wrk"]["duration_us"] / 1e6) * 100 for d in runs if d.get("wrk")]
-        busy = [(k, rep, pct) for k, v in dl.items() for rep, pct in v["disturbed_runs"]]
         if busy:
-            total = sum(v["n"] for v in dl.values())
             notes.append(
-                f"**WARNING: other processes took more than 20% of a core in {len(busy)} of {total} runs"
-                + (f" (median {statistics.median(others):.0f}% of a core)" if others else "")
-                + ": the box was shared; per-run numbers in downloads.jsonl.**"
+                f"**WARNING: other processes took more than 20% of a core in {busy} of {len(others)} runs: the box "
+                "was shared; per-run numbers in downloads.jsonl.**"
             )
     head = [f"Command: `{command.strip()}`"] if command else []
     head += [f"{k}: {settings[k]}" for k in ("date_utc", "settings", "cpu", "kernel", "haproxy", "varnish",
