@@ -14,11 +14,18 @@ from ops import testing
 
 from tests.charms.app_charm import charm as charm_module
 from tests.charms.app_charm import context, workload
+from updown_app.cache_units import CacheUnits
 from updown_app.settings import Settings
 
 UpdownAppCharm = charm_module.UpdownAppCharm
 CONFIG = {"public-hostname": "updown.test", "private-hostname": "private.updown.test"}
 RELEASE = "1.0.0"
+
+
+def cache_units(settings: Settings) -> CacheUnits:
+    """The cache units the running app sees: what the charm wrote to caches.units_file."""
+    assert settings.caches.units_file is not None
+    return CacheUnits.from_settings(settings.caches)
 
 
 @dataclasses.dataclass
@@ -191,7 +198,7 @@ def test_first_start_single_unit(ctx, host):
     assert out.app_status == testing.ActiveStatus(f"{RELEASE} on 1 units")
     settings = Settings.load(host.layout.config)
     assert settings.database_url == "postgresql+asyncpg://relation-7:pw@10.0.0.5:5432/updown"
-    assert settings.caches.frontends == ["http://10.0.0.1:6081", "http://10.0.0.2:6081"]
+    assert cache_units(settings).frontends == ["http://10.0.0.1:6081", "http://10.0.0.2:6081"]
     assert settings.trusted_proxies == ["10.0.0.1", "10.0.0.2", "127.0.0.1"]
     assert settings.signing_keys() == {"store-2024": b"k1"}
     assert (host.layout.hmac_keys.stat().st_mode & 0o777) == 0o640
@@ -209,6 +216,25 @@ def test_first_start_single_unit(ctx, host):
     host.calls.clear()
     again = ctx.run(ctx.on.update_status(), out)
     assert host.named("restart") == [] and again.unit_status.name == "active"
+
+
+def test_cache_units_joining_and_leaving_restart_nothing(ctx, host):
+    """The app re-reads caches.units_file: scaling the cache tier rewrites it, and no unit restarts or drains."""
+    network = testing.Network(
+        "frontend-cache",
+        bind_addresses=[testing.BindAddress([testing.Address("10.0.0.9", cidr="10.0.0.0/24")])],
+    )
+    out = ctx.run(ctx.on.config_changed(), dataclasses.replace(ready(frontends(0)), networks={network}))
+    assert out.unit_status.name == "active"
+    config_before = host.layout.config.read_text()
+    host.calls.clear()
+    joined = frontends(0, 1)
+    state = dataclasses.replace(out, relations=[r for r in out.relations if r.endpoint != "frontend-cache"] + [joined])
+    out = ctx.run(ctx.on.relation_changed(joined, remote_unit=1), state)
+    assert cache_units(Settings.load(host.layout.config)).frontends == ["http://10.0.0.1:6081", "http://10.0.0.2:6081"]
+    assert host.layout.config.read_text() == config_before  # the restart-staged config did not change
+    assert host.named("restart") == [] and out.unit_status.name == "active"
+    assert out.get_relations("frontend-cache")[0].local_unit_data["draining"] == "False"
 
 
 def test_database_tls_and_secret_rotation_restart(ctx, host):
@@ -250,7 +276,7 @@ def test_backend_cache_needs_presignable_storage(ctx, host):
     )
     out = ctx.run(ctx.on.relation_changed(backend, remote_unit=0), ready(backend, **{"storage-backend": "s3"}))
     assert out.unit_status.name == "active"
-    assert Settings.load(host.layout.config).caches.backends == {"cache-backend/0": "http://10.0.1.1:8080"}
+    assert cache_units(Settings.load(host.layout.config)).backends == {"cache-backend/0": "http://10.0.1.1:8080"}
 
 
 def test_a_frontend_unit_on_the_backend_endpoint_is_ignored(ctx, host):
@@ -260,7 +286,7 @@ def test_a_frontend_unit_on_the_backend_endpoint_is_ignored(ctx, host):
         remote_units_data={0: {"role": "frontend", "address": "10.0.0.1", "port": "6081"}},
     )
     ctx.run(ctx.on.relation_changed(wrong, remote_unit=0), ready(wrong))
-    assert Settings.load(host.layout.config).caches.backends == {}
+    assert cache_units(Settings.load(host.layout.config)).backends == {}
 
 
 def test_non_leader_waits_for_the_migration(ctx, host):
@@ -427,13 +453,13 @@ def test_trusted_networks(ctx, host):
         bind_addresses=[testing.BindAddress([testing.Address("10.0.0.9", cidr="10.0.0.0/24")])],
     )
     out = ctx.run(ctx.on.config_changed(), dataclasses.replace(ready(frontends(0)), networks={network}))
-    # auto: the subnet the frontends reach us on, so a joining frontend unit is trusted before the units roll
-    assert Settings.load(host.layout.config).trusted_proxies == ["10.0.0.0/24", "10.0.0.1", "127.0.0.1"]
+    # auto: the subnet the frontends reach us on (10.0.0.1 is in it), so a joining frontend unit changes nothing
+    assert Settings.load(host.layout.config).trusted_proxies == ["10.0.0.0/24", "127.0.0.1"]
     out = ctx.run(ctx.on.config_changed(), dataclasses.replace(out, config={**out.config, "trusted-networks": ""}))
     assert Settings.load(host.layout.config).trusted_proxies == ["10.0.0.1", "127.0.0.1"]
     out = ctx.run(
         ctx.on.config_changed(), dataclasses.replace(out, config={**out.config, "trusted-networks": "10.9.0.0/16"})
     )
-    assert Settings.load(host.layout.config).trusted_proxies == ["10.0.0.1", "10.9.0.0/16", "127.0.0.1"]
+    assert Settings.load(host.layout.config).trusted_proxies == ["10.0.0.1", "10.9.0.0/16", "127.0.0.1"]  # outside
     out = ctx.run(ctx.on.config_changed(), dataclasses.replace(out, config={**out.config, "trusted-networks": "x/99"}))
     assert out.unit_status.message.startswith("invalid config: trusted-networks:")

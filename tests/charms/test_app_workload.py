@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from tests.charms.app_charm import CHARM_DIR, models, workload
 from tests.support.server import free_port
+from updown_app.cache_units import CacheUnits
 from updown_app.settings import Settings
 
 REPO = CHARM_DIR.parents[1]
@@ -58,8 +59,11 @@ def test_rendered_config_is_accepted_by_the_apps_settings(tmp_path: Path) -> Non
     assert settings.public_host == "updown.test" and settings.private_host == "private.updown.test"
     assert settings.database_url == "postgresql+asyncpg://relation-7:p%40ss%2Fw@10.0.0.5:5432/updown"
     assert settings.trusted_proxies == ["10.0.0.1", "10.0.0.2", "127.0.0.1"]
-    assert settings.caches.frontends == ["http://10.0.0.1:6081", "http://10.0.0.2:6081"]
-    assert settings.caches.backends == {"cache-backend/0": "http://10.0.1.1:8080"}
+    assert settings.caches.units_file == layout.cache_units
+    workload.write_files({layout.cache_units: workload.render_cache_units(state)})
+    units = CacheUnits.from_settings(settings.caches)  # what the running app reads from the file
+    assert units.frontends == ["http://10.0.0.1:6081", "http://10.0.0.2:6081"]
+    assert units.backends == {"cache-backend/0": "http://10.0.1.1:8080"}
     assert settings.signing_keys() == {"store-2024": b"k1", "store-2025": b"k2"}
     assert settings.data_dir == layout.data_dir
     assert "k1" not in layout.config.read_text()  # the keys live in their own file

@@ -112,6 +112,8 @@ class UpdownAppCharm(ops.CharmBase):
             logger.info("not applying the workload config: %s", problem)
             self._publish(peer, app, me, draining=me.phase is not Phase.IDLE)
             return
+        # Cache units joining or leaving: the running app re-reads this file; nothing restarts for it.
+        workload.write_files({LAYOUT.cache_units: workload.render_cache_units(st)})
         files = workload.rendered_files(st, LAYOUT)
         fingerprint = workload.fingerprint(files)
         attempt = f"{app.target}#{fingerprint}"

@@ -16,6 +16,7 @@ Layout on a unit::
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -55,6 +56,9 @@ class Layout:
     hmac_keys: Path = Path("/etc/updown/hmac-keys.json")
     environment: Path = Path("/etc/updown/environment")
     unit_file: Path = Path("/etc/systemd/system/updown.service")
+    # The cache units the app purges and reads through: rewritten as they come and go, re-read by the running app
+    # (caches.units_file), so it is not part of what a restart is staged for.
+    cache_units: Path = Path("/etc/updown/cache-units.json")
     data_dir: Path = Path("/var/lib/updown")
 
     @classmethod
@@ -102,9 +106,10 @@ def render_settings(state: AppState, layout: Layout) -> dict[str, Any]:
         "workers": state.workers,
         "tls": False,  # the frontend caches terminate TLS
         "https_redirect_port": 443,
-        # The frontends, and the unit itself: the charm's actions call the local API over plain HTTP. Plus the
-        # networks they come from: a frontend unit that joins is trusted before this unit restarts for it.
-        "trusted_proxies": sorted({"127.0.0.1", *(c.address for c in state.frontends), *state.trusted_networks}),
+        # The networks the frontends come from, the frontends outside them, and the unit itself (the charm's
+        # actions call the local API over plain HTTP): with trusted-networks covering the frontends, a frontend
+        # unit joining changes nothing here and needs no restart.
+        "trusted_proxies": trusted_proxies(state),
         "log_level": cfg.log_level,
     }
     timeouts = {
@@ -165,11 +170,23 @@ def render_settings(state: AppState, layout: Layout) -> dict[str, Any]:
             {"url": cfg.access_check_url, "key_id": cfg.access_check_key_id, "timeout": cfg.access_check_timeout}
         )
         settings["private"] = {"sso": sso, "access_check": access}
-    settings["caches"] = {
+    settings["caches"] = {"units_file": str(layout.cache_units)}
+    return settings
+
+
+def trusted_proxies(state: AppState) -> list[str]:
+    networks = [ipaddress.ip_network(n, strict=False) for n in state.trusted_networks]
+    outside = {c.address for c in state.frontends if not any(ipaddress.ip_address(c.address) in n for n in networks)}
+    return sorted({"127.0.0.1", *state.trusted_networks, *outside})
+
+
+def render_cache_units(state: AppState) -> str:
+    """caches.units_file: every frontend unit (purged on unpublish) and backend unit (read cache) right now."""
+    units = {
         "frontends": [c.url for c in state.frontends],
         "backends": {c.unit_name: c.url for c in state.backends},
     }
-    return settings
+    return json.dumps(units, indent=2, sort_keys=True) + "\n"
 
 
 def render_config(state: AppState, layout: Layout) -> str:
