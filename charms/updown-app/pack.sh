@@ -12,7 +12,7 @@ find "$here/dist/updown-app" -name '__pycache__' -prune -exec rm -rf {} +
 if [ -n "${UPDOWN_RELEASE:-}" ]; then  # pack another release of the same code (refresh tests)
     sed -i "s/^version = \".*\"/version = \"$UPDOWN_RELEASE\"/" "$here/dist/updown-app/pyproject.toml"
 fi
-cp "$root/charms/cache/src/interface.py" "$here/src/interface.py"  # one schema: the cache charm's (a test checks)
+cp "$root/charms/cache/src/interface.py" "$here/src/interface.py"  # one schema: the cache charm's (not in git)
 cd "$here"
 charmcraft fetch-libs
 charmcraft pack "$@"

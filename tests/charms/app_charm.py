@@ -1,6 +1,7 @@
 """The updown-app charm's modules, imported as the charm imports them (charms/updown-app/src on sys.path) but
 kept out of sys.modules afterwards: the cache charm's tests import their own `charm`, `state`, `models`,
-`workload` and `interface` by the same names (tests/charms/conftest.py)."""
+`workload` and `interface` by the same names (tests/charms/conftest.py). `interface` is the cache charm's own file
+(the one definition of the relation schema), as in the packed charm."""
 
 from __future__ import annotations
 
@@ -14,16 +15,20 @@ import yaml
 from ops import testing
 
 CHARM_DIR = Path(__file__).resolve().parents[2] / "charms" / "updown-app"
+CACHE_SCHEMA_DIR = CHARM_DIR.parent / "cache" / "src"
 _NAMES = ("models", "interface", "workload", "rollout", "state", "charm")
 
 
 def _load() -> dict[str, ModuleType]:
     saved = {name: sys.modules.pop(name) for name in _NAMES if name in sys.modules}
-    sys.path.insert(0, str(CHARM_DIR / "src"))
+    # The relation schema has one definition, the cache charm's; pack.sh copies it into the packed charm.
+    paths = [str(CHARM_DIR / "src"), str(CACHE_SCHEMA_DIR)]
+    sys.path[:0] = paths
     try:
         return {name: importlib.import_module(name) for name in _NAMES}
     finally:
-        sys.path.remove(str(CHARM_DIR / "src"))
+        for path in paths:
+            sys.path.remove(path)
         for name in _NAMES:
             sys.modules.pop(name, None)
         sys.modules.update(saved)

@@ -342,11 +342,9 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert "TimeoutStopSec=300" in unit.read_text()
 
 
-def test_the_cache_relation_schema_is_the_cache_charms() -> None:
-    """One definition: the app charm carries a copy of charms/cache/src/interface.py (pack.sh refreshes it)."""
-    ours = (CHARM_DIR / "src" / "interface.py").read_text()
-    theirs = (REPO / "charms" / "cache" / "src" / "interface.py").read_text()
-    assert ours == theirs, "run: cp charms/cache/src/interface.py charms/updown-app/src/interface.py"
+def test_the_cache_relation_schema_roles_match_the_app_charms() -> None:
+    """The relation schema is the cache charm's file (pack.sh copies it in); its `Role` comes from the models of
+    whichever charm imports it, so both charms' roles must agree."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("cache_models", REPO / "charms" / "cache" / "src" / "models.py")
