@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import random
 import re
 import secrets
@@ -30,6 +29,7 @@ import pytest
 
 from tests.conftest import need_service
 from tests.support.server import KEY_ID, ServerProcess, make_server
+from tests.support.swift import SWIFT_KEY, SWIFT_URL, SWIFT_USER, swift_env
 from updown_app.settings import SwiftStorageSettings
 from updown_app.storage.read_cache import ReadCacheStorage
 from updown_app.storage.swift import SwiftStorage
@@ -42,9 +42,6 @@ from tests.charms.tls import make_tls
 
 MiB = 1024 * 1024
 SLICE = 8 * MiB
-SWIFT_URL = os.environ.get("UPDOWN_TEST_SWIFT_URL")
-SWIFT_USER = os.environ.get("UPDOWN_TEST_SWIFT_USER", "test:tester")
-SWIFT_KEY = os.environ.get("UPDOWN_TEST_SWIFT_KEY", "testing")
 RUN = uuid.uuid4().hex[:8]
 CONTAINER = f"backend-cache-{RUN}"
 # A container key: it can't disturb the account key other suites set on the shared Swift.
@@ -247,16 +244,8 @@ def units(tls_store: TlsStore, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def app_env(backends: dict[str, str]) -> dict[str, str]:
-    url = need_service("Swift", SWIFT_URL)
     return {
-        "UPDOWN_STORAGE__BACKEND": "swift",
-        "UPDOWN_STORAGE__SWIFT__AUTH": "tempauth",
-        "UPDOWN_STORAGE__SWIFT__AUTH_URL": f"{url}/auth/v1.0",
-        "UPDOWN_STORAGE__SWIFT__USERNAME": SWIFT_USER,
-        "UPDOWN_STORAGE__SWIFT__PASSWORD": SWIFT_KEY,
-        "UPDOWN_STORAGE__SWIFT__CONTAINER": CONTAINER,
-        "UPDOWN_STORAGE__SWIFT__TEMP_URL_KEY": TEMP_URL_KEY,
-        "UPDOWN_STORAGE__SWIFT__TEMP_URL_KEY_SCOPE": "container",
+        **swift_env(CONTAINER, temp_url_key=TEMP_URL_KEY, temp_url_key_scope="container"),
         "UPDOWN_CACHES__BACKENDS": json.dumps(backends),
         "UPDOWN_MAX_UPLOAD_SIZE": str(128 * MiB),
     }

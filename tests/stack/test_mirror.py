@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,23 +25,11 @@ import pytest
 from tuf.api.metadata import Metadata, Timestamp
 
 from tests.conftest import need_service
-from tests.stack.test_storage_conformance import SWIFT_KEY, SWIFT_URL, SWIFT_USER
 from tests.support.server import ServerProcess, make_server
-from tests.support.tuf_index import IndexKeys, make_index_keys
+from tests.support.swift import SWIFT_KEY, SWIFT_URL, SWIFT_USER
+from tests.support.tuf_index import IndexKeys
 from updown_app.index.keys import load_signers
 from updown_app.upstream import state_dir_for
-
-
-def swift_env(container: str) -> dict[str, str]:
-    url = need_service("Swift", SWIFT_URL)
-    return {
-        "UPDOWN_STORAGE__BACKEND": "swift",
-        "UPDOWN_STORAGE__SWIFT__AUTH": "tempauth",
-        "UPDOWN_STORAGE__SWIFT__AUTH_URL": f"{url}/auth/v1.0",
-        "UPDOWN_STORAGE__SWIFT__USERNAME": SWIFT_USER,
-        "UPDOWN_STORAGE__SWIFT__PASSWORD": SWIFT_KEY,
-        "UPDOWN_STORAGE__SWIFT__CONTAINER": container,
-    }
 
 
 class MetadataProxy:
@@ -81,24 +68,6 @@ class MetadataProxy:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> IndexKeys:
-    return make_index_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
-def container() -> str:
-    return f"mirror-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory, keys: IndexKeys, container: str) -> Iterator[ServerProcess]:
-    env = {**swift_env(container), **keys.env(), "UPDOWN_LOOKUP_CACHE_TTL": "0"}
-    srv = make_server(tmp_path_factory.mktemp("upstream"), extra_env=env).start()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,28 +13,10 @@ import httpx
 import pytest
 
 from tests.conftest import need_service
-from tests.stack.test_mirror import publish, swift_env
-from tests.stack.test_storage_conformance import SWIFT_KEY, SWIFT_URL, SWIFT_USER
+from tests.stack.test_mirror import publish
 from tests.support.server import ServerProcess, make_server
-from tests.support.tuf_index import IndexKeys, make_index_keys
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> IndexKeys:
-    return make_index_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
-def container() -> str:
-    return f"pull-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory, keys: IndexKeys, container: str) -> Iterator[ServerProcess]:
-    env = {**swift_env(container), **keys.env(), "UPDOWN_LOOKUP_CACHE_TTL": "0"}
-    srv = make_server(tmp_path_factory.mktemp("upstream"), extra_env=env).start()
-    yield srv
-    srv.stop()
+from tests.support.swift import SWIFT_KEY, SWIFT_URL, SWIFT_USER
+from tests.support.tuf_index import IndexKeys
 
 
 @pytest.fixture(scope="module")

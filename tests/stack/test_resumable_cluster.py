@@ -21,8 +21,8 @@ import pytest
 from tusclient.exceptions import TusCommunicationError
 
 from tests.conftest import need_service
-from tests.stack.test_storage_conformance import SWIFT_KEY, SWIFT_URL, SWIFT_USER
 from tests.support.server import KEY_ID, ServerProcess, make_server
+from tests.support.swift import SWIFT_KEY, SWIFT_URL, SWIFT_USER, swift_env
 from tests.support.tus import TUS, fields_for, uploader
 from updown_app.settings import Settings
 from updown_app.storage import create_storage
@@ -37,16 +37,9 @@ def backend_env(name: str, tmp_path: Path) -> dict[str, str]:
     run = uuid.uuid4().hex[:8]
     if name == "local":
         return {"UPDOWN_STORAGE__LOCAL__PATH": str(tmp_path / "shared-objects")}
-    url = need_service("Swift", SWIFT_URL)
     if name == "swift":
-        return {
-            "UPDOWN_STORAGE__BACKEND": "swift",
-            "UPDOWN_STORAGE__SWIFT__AUTH": "tempauth",
-            "UPDOWN_STORAGE__SWIFT__AUTH_URL": f"{url}/auth/v1.0",
-            "UPDOWN_STORAGE__SWIFT__USERNAME": SWIFT_USER,
-            "UPDOWN_STORAGE__SWIFT__PASSWORD": SWIFT_KEY,
-            "UPDOWN_STORAGE__SWIFT__CONTAINER": f"tus-{run}",
-        }
+        return swift_env(f"tus-{run}")
+    url = need_service("Swift", SWIFT_URL)
     return {
         "UPDOWN_STORAGE__BACKEND": "s3",
         "UPDOWN_STORAGE__S3__BUCKET": f"tus-{run}",

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import need_service
+from tests.support.swift import SWIFT_KEY, SWIFT_URL, SWIFT_USER
 from updown_app.settings import S3StorageSettings, SwiftStorageSettings
 from updown_app.storage.base import (
     ObjectInfo,
@@ -31,9 +32,6 @@ from updown_app.storage.swift import SwiftStorage
 
 KiB = 1024
 MiB = 1024 * KiB
-SWIFT_URL = os.environ.get("UPDOWN_TEST_SWIFT_URL")
-SWIFT_USER = os.environ.get("UPDOWN_TEST_SWIFT_USER", "test:tester")
-SWIFT_KEY = os.environ.get("UPDOWN_TEST_SWIFT_KEY", "testing")
 KEYSTONE_URL = os.environ.get("UPDOWN_TEST_KEYSTONE_URL")
 KEYSTONE_USER = os.environ.get("UPDOWN_TEST_KEYSTONE_USER", "updown")
 KEYSTONE_PASSWORD = os.environ.get("UPDOWN_TEST_KEYSTONE_PASSWORD", "updownpw")
