@@ -349,7 +349,7 @@ def start(run: Path, base: int) -> None:
     wait_http(f"https://127.0.0.1:{p['swift_tls']}/healthcheck", context=context)
 
     stack.start_backend()
-    database_url = fresh_database(postgres_url(run), "updown_stack")
+    database_url = fresh_database(postgres_url(run), f"updown_stack_{base}")  # one per stack on a shared server
     container = "stack-" + secrets.token_hex(4)
     env0 = app_env(stack, 0, database_url, container, key_id, secret)
     subprocess.run([sys.executable, "-m", "updown_app", "db", "upgrade"], env=env0, check=True,

@@ -287,6 +287,9 @@ def varnishd_args(state: CacheState, vcl: Path) -> list[str]:
         f"malloc,{state.config.cache_size}",
         "-p",
         "http_range_support=on",
+        # Packages are stored and served as they are: no gzip handling (about 5% of Varnish's CPU on small hits).
+        "-p",
+        "http_gzip_support=off",
     ]
 
 
