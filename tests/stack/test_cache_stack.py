@@ -325,7 +325,8 @@ def test_apt_get_installs_a_deb_over_https_and_revalidates_with_304(stack, clien
 
 
 def stack_command(stack: dict[str, str], *args: str) -> None:
-    subprocess.run([stack["SCRIPT"], *args], check=True, capture_output=True, timeout=120)
+    env = os.environ | {"UPDOWN_RUN_DIR": str(Path(stack["RUN"]).parent)}  # the stack these tests run against
+    subprocess.run([stack["SCRIPT"], *args], check=True, capture_output=True, timeout=120, env=env)
 
 
 def test_a_unit_joining_moves_only_its_share_and_leaving_moves_only_its_urls(http, stack, frontends, published):

@@ -26,6 +26,7 @@ import pytest
 from tests.conftest import need_service
 from tests.support.forms import form, multipart, signed_headers, upload_fields
 from tests.support.server import KEY_ID, ServerProcess, free_port, make_server
+from updown_app.api.health import READY_CACHE_TTL
 
 MiB = 1024 * 1024
 SWIFT_URL = os.environ.get("UPDOWN_TEST_SWIFT_URL")
@@ -158,11 +159,13 @@ def test_download_while_swift_is_down_is_503_then_recovers(
         assert_503(http.get("/fail/1/down.bin"))
         assert_503(http.get("/fail/1/down.bin", headers={"range": "bytes=10-19"}))
         assert time.monotonic() - started < 10  # bounded retries, no hang
+        time.sleep(READY_CACHE_TTL)  # readiness answers are reused that long
         ready = http.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["storage"] != "ok"
         proxy.start()
         r = http.get("/fail/1/down.bin")
         assert r.status_code == 200 and r.content == data
+        time.sleep(READY_CACHE_TTL)
         assert http.get("/readyz").status_code == 200
 
 
