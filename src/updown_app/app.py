@@ -72,6 +72,20 @@ def _purge_unpublished(purger: CachePurger) -> Callable[[File, FileState], Await
     return hook
 
 
+async def close_context(context: AppContext) -> None:
+    """Release what build_context opened: clients, background work, connections."""
+    aclose = getattr(context.authorizer, "aclose", None)
+    if aclose is not None:
+        await aclose()
+    if context.index is not None:
+        await context.index.aclose()
+    if context.pull_through is not None:
+        await context.pull_through.aclose()
+    await context.purger.aclose()
+    await context.storage.close()
+    await context.engine.dispose()
+
+
 async def _purge_nonces(context: AppContext) -> None:
     while True:
         await asyncio.sleep(NONCE_PURGE_INTERVAL)
@@ -121,16 +135,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
             purger.cancel()
             if upload_purger is not None:
                 upload_purger.cancel()
-            aclose = getattr(context.authorizer, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            if context.index is not None:
-                await context.index.aclose()
-            if context.pull_through is not None:
-                await context.pull_through.aclose()
-            await context.purger.aclose()
-            await context.storage.close()
-            await context.engine.dispose()
+            await close_context(context)
 
     routes = [
         Route("/healthz", health.healthz, methods=["GET", "HEAD"]),

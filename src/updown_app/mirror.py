@@ -172,7 +172,7 @@ async def run(
     state_dir: Path | None,
     ca_bundle: Path | None,
 ) -> Summary:
-    from updown_app.app import build_context
+    from updown_app.app import build_context, close_context
     from updown_app.upstream import state_dir_for
 
     context = await build_context(settings)
@@ -186,10 +186,4 @@ async def run(
         return await mirror(context, upstream, packages=packages, channels=channels, dry_run=dry_run)
     finally:
         upstream.close()
-        if context.index is not None:
-            await context.index.aclose()
-        if context.pull_through is not None:
-            await context.pull_through.aclose()
-        await context.purger.aclose()
-        await context.storage.close()
-        await context.engine.dispose()
+        await close_context(context)
