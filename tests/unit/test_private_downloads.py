@@ -159,6 +159,18 @@ def claims(user: str, **overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in base.items() if v is not None}
 
 
+class At:
+    """A time ``offset`` seconds from when the test runs (parameters are built at collection, maybe minutes
+    earlier)."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+def resolved(claims_: dict[str, Any]) -> dict[str, Any]:
+    return {k: int(time.time()) + v.offset if isinstance(v, At) else v for k, v in claims_.items()}
+
+
 def token_for(sso: FakeSso, user: str, key: SigningKey | None = None, **overrides: Any) -> str:
     return (key or sso.keys[0]).sign(claims(user, **overrides))
 
@@ -212,8 +224,8 @@ def test_valid_jwt_allowed(jwt_srv: ServerProcess, sso: FakeSso, store: FakeStor
 @pytest.mark.parametrize(
     ("overrides", "why"),
     [
-        ({"exp": int(time.time()) - 120}, "expired"),
-        ({"nbf": int(time.time()) + 120}, "not valid yet"),
+        ({"exp": At(-120)}, "expired"),
+        ({"nbf": At(120)}, "not valid yet"),
         ({"aud": "someone-else"}, "another audience"),
         ({"iss": "https://evil.test"}, "someone else"),
         ({"exp": None}, "'exp'"),
@@ -221,7 +233,7 @@ def test_valid_jwt_allowed(jwt_srv: ServerProcess, sso: FakeSso, store: FakeStor
     ],
 )
 def test_invalid_jwt_claims(jwt_srv: ServerProcess, sso: FakeSso, overrides: dict[str, Any], why: str) -> None:
-    r = get(jwt_srv, "/paid/1/app.bin", token_for(sso, "alice", **overrides))
+    r = get(jwt_srv, "/paid/1/app.bin", token_for(sso, "alice", **resolved(overrides)))
     assert_401(r)
     assert why in r.json()["error"]["message"]
     assert 'error="invalid_token"' in r.headers["www-authenticate"]
@@ -479,11 +491,11 @@ def test_concurrent_requests_share_one_sso_and_store_call(
     [
         ({"aud": "someone-else"}, "another audience"),
         ({"iss": "https://evil.test"}, "someone else"),
-        ({"nbf": int(time.time()) + 600}, "not valid yet"),
+        ({"nbf": At(600)}, "not valid yet"),
     ],
 )
 def test_introspection_claims_checked(intro_srv: ServerProcess, sso: FakeSso, extra: dict[str, Any], why: str) -> None:
-    token = sso.issue(secrets.token_urlsafe(32), "ian", **extra)
+    token = sso.issue(secrets.token_urlsafe(32), "ian", **resolved(extra))
     r = get(intro_srv, "/paid/1/app.bin", token)
     assert_401(r)
     assert why in r.json()["error"]["message"]
