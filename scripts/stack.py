@@ -109,6 +109,17 @@ class Stack:
     def members(self, value: list[int]) -> None:
         (self.run / "members.json").write_text(json.dumps(sorted(value)))
 
+    def write_cache_units(self, frontends: set[int]) -> None:
+        """caches.units_file of the app units, as the updown-app charm writes it when cache units come and go:
+        the running apps re-read it (purges reach a joining unit without an app restart)."""
+        units = {
+            "frontends": [f"http://127.0.0.1:{self.p[f'cache{i}']}" for i in sorted(frontends)],
+            "backends": {"updown-cache-backend/0": f"http://127.0.0.1:{self.p['backend0']}"},
+        }
+        tmp = self.run / "cache-units.json.new"
+        tmp.write_text(json.dumps(units, indent=2))
+        tmp.replace(self.run / "cache-units.json")
+
     def states(self, members: list[int], tls: TLSMaterial) -> dict[int, CacheState]:
         p = self.p
         ring = tuple(
@@ -307,8 +318,7 @@ def app_env(stack: Stack, i: int, database_url: str, container: str, key_id: str
         "UPDOWN_STORAGE__SWIFT__TEMP_URL_KEY": (run / "temp-url-key").read_text(),
         "UPDOWN_STORAGE__SWIFT__TEMP_URL_KEY_SCOPE": "container",
         "SSL_CERT_FILE": str(run / "ca.pem"),  # the store's certificate comes from the throwaway CA
-        "UPDOWN_CACHES__FRONTENDS": json.dumps([f"http://127.0.0.1:{p[f'cache{n}']}" for n in range(FRONTENDS)]),
-        "UPDOWN_CACHES__BACKENDS": json.dumps({"updown-cache-backend/0": f"http://127.0.0.1:{p['backend0']}"}),
+        "UPDOWN_CACHES__UNITS_FILE": str(run / "cache-units.json"),
         # Private downloads: the SSO and the store are deployer-provided; the stack tests run stand-ins there.
         "UPDOWN_PRIVATE__SSO__MODE": "introspection",
         "UPDOWN_PRIVATE__SSO__INTROSPECTION__URL": f"http://127.0.0.1:{p['sso']}/introspect",
@@ -349,6 +359,7 @@ def start(run: Path, base: int) -> None:
     wait_http(f"https://127.0.0.1:{p['swift_tls']}/healthcheck", context=context)
 
     stack.start_backend()
+    stack.write_cache_units(set(range(FRONTENDS)))
     database_url = fresh_database(postgres_url(run), f"updown_stack_{base}")  # one per stack on a shared server
     container = "stack-" + secrets.token_hex(4)
     env0 = app_env(stack, 0, database_url, container, key_id, secret)
@@ -421,12 +432,14 @@ def change_ring(run: Path, base: int, *, add: int | None = None, remove: int | N
     states = stack.states(sorted(members), stack.tls())
     if add is not None and add not in stack.members:
         stack.start_varnish(add, states[add])
+        stack.write_cache_units(members)  # purged from before it takes its first request
     if remove is not None:  # the departing unit stops taking requests first, then goes away
         stack.stop_pid_file(f"haproxy{remove}")
     for i in sorted(members):
         stack.start_or_reload_haproxy(i, states[i])
     if remove is not None:
         stack.stop_pid_file(f"varnish{remove}")
+        stack.write_cache_units(members)
     stack.members = sorted(members)
     expected = {m.server_name for m in next(iter(states.values())).ring}
     for i in members:

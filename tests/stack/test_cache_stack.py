@@ -329,7 +329,9 @@ def stack_command(stack: dict[str, str], *args: str) -> None:
     subprocess.run([stack["SCRIPT"], *args], check=True, capture_output=True, timeout=120, env=env)
 
 
-def test_a_unit_joining_moves_only_its_share_and_leaving_moves_only_its_urls(http, stack, frontends, published):
+def test_a_unit_joining_moves_only_its_share_and_leaving_moves_only_its_urls(
+    http, stack, client, frontends, published, tmp_path
+):
     before = owners(http, frontends[0], published)
     stack_command(stack, "add-unit", "2")
     try:
@@ -339,6 +341,18 @@ def test_a_unit_joining_moves_only_its_share_and_leaving_moves_only_its_urls(htt
         moved = [p for p in published if joined[p] != before[p]]
         assert all(joined[p] == "updown-cache/2" for p in moved)  # URLs move only to the new unit
         assert 0.15 * URLS <= len(moved) <= 0.45 * URLS, len(moved)
+        # The app units learnt of the new unit without a restart (caches.units_file): its copy is purged too.
+        package = "joined" + secrets.token_hex(3)
+        for i in range(30):
+            f = tmp_path / f"j{i}.bin"
+            f.write_bytes(secrets.token_bytes(1000))
+            record = client.upload(f, package=package, revision="1", visibility="public")
+            client.publish(record["id"])
+            if http.get(third + record["path"]).headers["X-Cache-Unit"] == "updown-cache/2":
+                break
+        assert http.get(frontends[0] + record["path"]).headers["X-Cache"] == "HIT"
+        client.unpublish(record["id"])
+        assert [http.get(f + record["path"]).status_code for f in [*frontends, third]] == [404, 404, 404]
     finally:
         stack_command(stack, "remove-unit", "2")
     left = owners(http, frontends[0], published)
