@@ -296,11 +296,14 @@ def test_aria2c_fetches_with_8_parallel_ranges(stack, frontends, big_file, tmp_p
     _, path, sha256 = big_file
     result = subprocess.run(
         ["aria2c", "-q", "-x", "8", "-s", "8", "-k", "1M", "--ca-certificate", stack["CA"], "--dir", str(tmp_path),
-         "-o", "big.img", "--allow-overwrite=true", "--file-allocation=none", frontends[0] + path],
+         "-o", "big.img", "--allow-overwrite=true", "--file-allocation=none",
+         "--log", str(tmp_path / "aria2.log"), "--log-level=debug", frontends[0] + path],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert sha256_of(tmp_path / "big.img") == sha256
+    log = (tmp_path / "aria2.log").read_bytes()  # it holds the requests and responses it made
+    assert log.count(b"Range: bytes=") >= 8 and log.count(b"HTTP/1.1 206") >= 8  # parallel ranges, answered
 
 
 def test_apt_get_installs_a_deb_over_https_and_revalidates_with_304(stack, client, frontends, tmp_path) -> None:
