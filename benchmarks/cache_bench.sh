@@ -32,7 +32,7 @@ export BENCH_DIR
 . "$HERE/servers.sh"   # start_nginx (the same static nginx as run.sh's ceiling)
 
 STACK=$BENCH_DIR/stack
-# The stack gets its own PostgreSQL (it recreates its database, which another stack on a shared server would lose).
+# The stack gets its own PostgreSQL: nothing else loads the database during the runs.
 stack_cmd() {
   (unset UPDOWN_TEST_POSTGRES_URL
    UPDOWN_RUN_DIR=$BENCH_DIR UPDOWN_STACK_PORT=$PORT_BASE UPDOWN_PG_PORT=$((PORT_BASE + 55)) PYTHON=$PY \
