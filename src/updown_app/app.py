@@ -21,6 +21,7 @@ from updown_app.auth.private import Authorizer, DenyAll
 from updown_app.auth.signed_requests import RequestVerifier
 from updown_app.auth.store_authorizer import build_authorizer
 from updown_app.cache_purge import CachePurger
+from updown_app.cache_units import CacheUnits
 from updown_app.context import AppContext
 from updown_app.dot_segments import DotSegmentsMiddleware
 from updown_app.errors import ApiError, api_error_handler, error_response
@@ -45,14 +46,16 @@ async def build_context(settings: Settings, authorizer: Authorizer | None = None
     keys = settings.signing_keys()
     if not keys:
         log.warning("no HMAC keys configured: every signed request will be refused")
+    # One view of the cache units (one look at the units file a second) for the read cache and the purger.
+    units = CacheUnits.from_settings(settings.caches)
     context = AppContext(
         settings=settings,
         engine=engine,
         repository=repository,
-        storage=create_storage(settings),
+        storage=create_storage(settings, units),
         verifier=RequestVerifier(keys, repository, settings.max_clock_skew),
         authorizer=authorizer or build_authorizer(settings) or DenyAll(),
-        purger=CachePurger(settings.caches, settings.public_host, settings.resolved_lookup_cache_ttl),
+        purger=CachePurger(settings.caches, units, settings.public_host, settings.resolved_lookup_cache_ttl),
     )
     if context.purger.enabled:
         context.state_hooks.append(_purge_unpublished(context.purger))

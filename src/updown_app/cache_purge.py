@@ -52,9 +52,9 @@ def ban_expression(path: str) -> str:
 
 class CachePurger:
     def __init__(
-        self, settings: CacheSettings, public_host: str, lookup_cache_ttl: float = 0.0, units: CacheUnits | None = None
+        self, settings: CacheSettings, units: CacheUnits, public_host: str, lookup_cache_ttl: float = 0.0
     ) -> None:
-        self.units = units or CacheUnits.from_settings(settings)
+        self.units = units
         self.public_host = public_host
         self.timeout = settings.purge_timeout
         self.retries = settings.purge_retries

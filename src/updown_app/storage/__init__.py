@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from updown_app.cache_units import CacheUnits
 from updown_app.settings import Settings
 from updown_app.storage.base import (
     ObjectInfo,
@@ -14,16 +15,16 @@ from updown_app.storage.base import (
 )
 
 
-def create_storage(settings: Settings) -> Storage:
+def create_storage(settings: Settings, units: CacheUnits | None = None) -> Storage:
     """The backend the settings name; with ``caches.backends`` (or a ``caches.units_file``) set, its object reads go
-    through those backend cache units (``read_cache``)."""
+    through those backend cache units (``read_cache``). ``units``: the app's one view of the cache units, shared
+    with the purger (built from the settings when not given)."""
     caches = settings.caches
     if not caches.backends and caches.units_file is None:
         return _backend(settings)
-    from updown_app.cache_units import CacheUnits
     from updown_app.storage.read_cache import ReadCacheStorage, check_presignable
 
-    units = CacheUnits.from_settings(caches)
+    units = units or CacheUnits.from_settings(caches)
     if units.backends:  # a unit that joins later while the store can't presign: its reads fall back, counted
         check_presignable(settings)
     return ReadCacheStorage(_backend(settings), units, chunk_size=settings.chunk_size)
