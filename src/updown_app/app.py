@@ -130,6 +130,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         context = await build_context(settings, authorizer)
         app.state.ctx = context
+        app.state.readiness = health.Readiness()
         purger = asyncio.create_task(_purge_nonces(context))
         upload_purger = asyncio.create_task(_purge_uploads(context)) if settings.uploads.purge_interval > 0 else None
         try:

@@ -51,11 +51,8 @@ async def _check(context: AppContext) -> dict[str, str]:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    context = ctx(request)
-    readiness: Readiness | None = getattr(request.app.state, "readiness", None)
-    if readiness is None:
-        readiness = request.app.state.readiness = Readiness()
-    checks = await readiness.get(context)
+    readiness: Readiness = request.app.state.readiness  # one per app, made with its context at start-up
+    checks = await readiness.get(ctx(request))
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks},
