@@ -11,7 +11,6 @@ or parsed keeps the last good lists in use (and says so in the log).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from updown_app.settings import CacheSettings
+from updown_app.settings import CacheSettings, CacheUnitUrl
 
 log = logging.getLogger("updown.cache_units")
 RECHECK_INTERVAL = 1.0
@@ -28,8 +27,8 @@ RECHECK_INTERVAL = 1.0
 class _UnitsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    frontends: list[str] = []
-    backends: dict[str, str] = {}
+    frontends: list[CacheUnitUrl] = []
+    backends: dict[str, CacheUnitUrl] = {}
 
 
 @dataclass
@@ -37,9 +36,10 @@ class CacheUnits:
     frontends: list[str] = field(default_factory=list)
     backends: dict[str, str] = field(default_factory=dict)
     units_file: Path | None = None
-    generation: int = 0  # bumped whenever the lists change (the read cache rebuilds its hash ring then)
-    _checked_at: float = -RECHECK_INTERVAL
-    _stamp: tuple[int, int] | None = None
+    # Bumped whenever the lists change (the read cache rebuilds its hash ring then).
+    generation: int = field(default=0, init=False)
+    _checked_at: float = field(default=-RECHECK_INTERVAL, init=False)
+    _stamp: tuple[int, int] | None = field(default=None, init=False)  # (mtime, size) of the file last read
 
     @classmethod
     def from_settings(cls, settings: CacheSettings) -> CacheUnits:
@@ -54,10 +54,6 @@ class CacheUnits:
     def current_frontends(self) -> list[str]:
         self.refresh()
         return self.frontends
-
-    def current_backends(self) -> dict[str, str]:
-        self.refresh()
-        return self.backends
 
     def refresh(self, force: bool = False) -> None:
         if self.units_file is None:
@@ -81,15 +77,18 @@ class CacheUnits:
             frontends, backends = [], {}
         else:
             try:
-                parsed = _UnitsFile.model_validate(json.loads(self.units_file.read_text()))
-                checked = CacheSettings(frontends=parsed.frontends, backends=parsed.backends)  # the same URL checks
-            except (OSError, ValueError, ValidationError) as exc:
+                parsed = _UnitsFile.model_validate_json(self.units_file.read_bytes())
+            except OSError as exc:  # tried again next time
+                log.error("cannot read the cache units file", extra={"path": str(self.units_file), "error": str(exc)})
+                return
+            except ValidationError as exc:
+                self._stamp = stamp  # said once: this content stays invalid until the file is rewritten
                 log.error(
                     "cache units file is invalid; keeping the previous units",
-                    extra={"path": str(self.units_file), "error": type(exc).__name__},
+                    extra={"path": str(self.units_file), "error": exc.errors()[0]["type"]},
                 )
                 return
-            frontends, backends = checked.frontends, checked.backends
+            frontends, backends = parsed.frontends, parsed.backends
         self._stamp = stamp
         if (frontends, backends) != (self.frontends, self.backends):
             self.frontends, self.backends = frontends, backends

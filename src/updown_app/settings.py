@@ -10,9 +10,9 @@ import ipaddress
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -252,15 +252,25 @@ class UploadSettings(BaseModel):
     )
 
 
+def _cache_unit_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    return url.rstrip("/")
+
+
+# A cache unit's address, as the settings and the units file (cache_units.py) give it.
+CacheUnitUrl = Annotated[str, AfterValidator(_cache_unit_url)]
+
+
 class CacheSettings(BaseModel):
     """The caching tier in front of and behind the app (charms/cache). The updown-app charm fills these from the
     cache relations; the local stack sets them directly."""
 
-    frontends: list[str] = Field(
+    frontends: list[CacheUnitUrl] = Field(
         default_factory=list,
         description="Varnish of every frontend cache unit (http://address:port): purged on unpublish.",
     )
-    backends: dict[str, str] = Field(
+    backends: dict[str, CacheUnitUrl] = Field(
         default_factory=dict,
         description="{unit name: http://address:port} of the backend read caches; objects are read through the "
         "unit chosen by consistent hashing on the object key. Empty: the store is read directly.",
@@ -277,22 +287,6 @@ class CacheSettings(BaseModel):
     purge_give_up: float = Field(
         default=600.0, ge=0, description="Seconds a failed purge keeps being retried in the background."
     )
-
-    @field_validator("frontends")
-    @classmethod
-    def _urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"not an http(s) URL: {url!r}")
-        return [url.rstrip("/") for url in value]
-
-    @field_validator("backends")
-    @classmethod
-    def _backend_urls(cls, value: dict[str, str]) -> dict[str, str]:
-        for url in value.values():
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"not an http(s) URL: {url!r}")
-        return {name: url.rstrip("/") for name, url in value.items()}
 
 
 class IndexSettings(BaseModel):

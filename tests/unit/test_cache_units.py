@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from updown_app.cache_units import CacheUnits
 from updown_app.settings import CacheSettings
 from updown_app.storage.local import LocalStorage
@@ -18,7 +20,7 @@ def write(path: Path, content: dict[str, object]) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
 
 
-def test_backend_ring_follows_the_units_file(tmp_path: Path) -> None:
+def test_backend_ring_follows_the_units_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     units_file = tmp_path / "units.json"
     units = CacheUnits.from_settings(CacheSettings(units_file=units_file))
     storage = ReadCacheStorage(LocalStorage(tmp_path / "objects"), units)
@@ -39,7 +41,14 @@ def test_backend_ring_follows_the_units_file(tmp_path: Path) -> None:
 
     write(units_file, {"backends": {"read/0": "http://127.0.0.1:1"}, "frontends": ["ftp://bad"]})
     units.refresh(force=True)
+    units.refresh(force=True)
     assert {storage.unit_for(k) for k in keys} == {"read/0", "read/1", "read/2"}  # invalid: kept as it was
+    invalid = [r for r in caplog.records if r.getMessage().startswith("cache units file is invalid")]
+    assert len(invalid) == 1  # said once, not on every look at the unchanged file
+
+    write(units_file, {"backends": {"read/0": "http://127.0.0.1:1"}})  # mended: taken at once
+    units.refresh(force=True)
+    assert {storage.unit_for(k) for k in keys} == {"read/0"}
 
     units_file.unlink()
     units.refresh(force=True)
