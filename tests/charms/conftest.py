@@ -6,10 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from ops import testing
 
 CHARM_DIR = Path(__file__).resolve().parents[2] / "charms" / "cache"
 sys.path.insert(0, str(CHARM_DIR / "src"))
 
+import charm as cache_charm  # noqa: E402
+import workload as cache_workload  # noqa: E402
 from tests.charms.tls import make_tls  # noqa: E402
 
 
@@ -17,3 +20,17 @@ from tests.charms.tls import make_tls  # noqa: E402
 def tls_pair() -> tuple[str, str]:
     """(certificate chain PEM, key PEM) for updown.test, signed by a throwaway CA."""
     return make_tls("updown.test", ["updown.test", "private.updown.test"])
+
+
+@pytest.fixture
+def cache_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The cache charm's files go under tmp_path; the commands it runs are recorded, not run."""
+    commands: list[list[str]] = []
+    monkeypatch.setattr(cache_charm, "LAYOUT", cache_workload.Layout.under(tmp_path))
+    monkeypatch.setattr(cache_workload, "run", lambda argv: commands.append(list(argv)))
+    return commands
+
+
+@pytest.fixture
+def cache_ctx() -> testing.Context[cache_charm.CacheCharm]:
+    return testing.Context(cache_charm.CacheCharm)

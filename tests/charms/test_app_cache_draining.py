@@ -6,10 +6,8 @@ from __future__ import annotations
 import collections
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -18,39 +16,18 @@ from ops import testing
 
 import charm as cache_charm_module
 import workload
-from charm import CacheCharm
 from models import CacheConfig, CacheState, Origin, RingMember, TLSMaterial
+from tests.charms.standins import named_servers
 from tests.charms.test_cache_rendered_configs import need
-from tests.charms.test_cache_ring_haproxy import free_port
 from tests.charms.tls import make_tls
-
-
-class _Origin(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("X-Origin", self.server.unit_name)  # type: ignore[attr-defined]
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+from tests.support.server import free_port
 
 
 @pytest.fixture
 def origins() -> Iterator[dict[str, int]]:
     """Two stand-in app units answering their own name (and /readyz), by unit name -> port."""
-    servers = {}
-    for unit in ("updown-app/0", "updown-app/1"):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
-        server.unit_name = unit  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers[unit] = server
-    yield {unit: s.server_address[1] for unit, s in servers.items()}
-    for s in servers.values():
-        s.shutdown()
-        s.server_close()
+    with named_servers("X-Origin", ["updown-app/0", "updown-app/1"]) as ports:
+        yield ports
 
 
 def state(
@@ -147,9 +124,7 @@ def test_haproxy_sends_a_draining_origin_no_requests(tmp_path: Path, origins: di
     assert drained == {"updown-app/0": 20}
 
 
-def test_cache_charm_carries_the_draining_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tls_pair) -> None:
-    monkeypatch.setattr(cache_charm_module, "LAYOUT", workload.Layout.under(tmp_path))
-    monkeypatch.setattr(workload, "run", lambda argv: None)
+def test_cache_charm_carries_the_draining_flag(cache_ctx, cache_host, tls_pair) -> None:
     chain, key = tls_pair
     secret = testing.Secret(tracked_content={"certificate": chain, "key": key})
     # what the updown-app charm writes (its copy of the schema, its own dump)
@@ -159,9 +134,8 @@ def test_cache_charm_carries_the_draining_flag(tmp_path: Path, monkeypatch: pyte
     app_interface.AppUnitData(address="10.1.0.1", port=8000, draining=False).dump(bags[0])
     app_interface.AppUnitData(address="10.1.0.2", port=8000, draining=True).dump(bags[1])
     app = testing.Relation(endpoint="app", remote_app_name="updown-app", remote_units_data=bags)
-    ctx = testing.Context(CacheCharm)
-    out = ctx.run(
-        ctx.on.relation_changed(app, remote_unit=1),
+    out = cache_ctx.run(
+        cache_ctx.on.relation_changed(app, remote_unit=1),
         testing.State(
             config={"public-hostname": "updown.test", "tls-secret-id": secret.id},
             relations=[testing.PeerRelation("ring"), app],
@@ -172,10 +146,7 @@ def test_cache_charm_carries_the_draining_flag(tmp_path: Path, monkeypatch: pyte
         ),
     )
     assert out.unit_status.name == "active"
-    cfg = charm_layout(tmp_path).haproxy_cfg.read_text()
+    layout = cache_charm_module.LAYOUT
+    cfg = layout.haproxy_cfg.read_text()
     assert "server updown-app-1 10.1.0.2:8000 disabled" in cfg and "server updown-app-0 10.1.0.1:8000\n" in cfg
-    assert "updown_app_1" not in charm_layout(tmp_path).vcl.read_text()
-
-
-def charm_layout(root: Path) -> workload.Layout:
-    return workload.Layout.under(root)
+    assert "updown_app_1" not in layout.vcl.read_text()

@@ -4,31 +4,15 @@ commands it would run out."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 from ops import testing
 
 import charm as charm_module
 import workload
-from charm import CacheCharm
 
 UPSTREAM = "https://swift.example.test"
 CONFIG = {"role": "backend", "upstream-url": UPSTREAM}
-
-
-@pytest.fixture
-def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """Files go under tmp_path; commands are recorded, not run."""
-    commands: list[list[str]] = []
-    monkeypatch.setattr(charm_module, "LAYOUT", workload.Layout.under(tmp_path))
-    monkeypatch.setattr(workload, "run", lambda argv: commands.append(list(argv)))
-    return commands
-
-
-@pytest.fixture
-def ctx() -> testing.Context[CacheCharm]:
-    return testing.Context(CacheCharm)
 
 
 def nginx_conf() -> str:
@@ -59,17 +43,17 @@ def ready_state(*relations: testing.RelationBase, **config: object) -> testing.S
     )
 
 
-def test_install_installs_nginx_only(ctx, host):
-    out = ctx.run(ctx.on.install(), testing.State(config=CONFIG, relations=[app_relation(0)]))
-    assert ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx"] in host
-    assert not any("varnish" in c or "haproxy" in c for c in host)
+def test_install_installs_nginx_only(cache_ctx, cache_host):
+    out = cache_ctx.run(cache_ctx.on.install(), testing.State(config=CONFIG, relations=[app_relation(0)]))
+    assert ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx"] in cache_host
+    assert not any("varnish" in c or "haproxy" in c for c in cache_host)
     stored = out.get_stored_state("_stored", owner_path="CacheCharm")
     assert stored.content["role"] == "backend"
     assert out.unit_status == testing.ActiveStatus("backend: 1 app units, upstream swift.example.test")
 
 
-def test_config_renders_checks_and_reloads_nginx(ctx, host):
-    out = ctx.run(ctx.on.config_changed(), ready_state(**{"slice-size": "4M", "cache-size": "20G"}))
+def test_config_renders_checks_and_reloads_nginx(cache_ctx, cache_host):
+    out = cache_ctx.run(cache_ctx.on.config_changed(), ready_state(**{"slice-size": "4M", "cache-size": "20G"}))
     assert out.unit_status == testing.ActiveStatus("backend: 1 app units, upstream swift.example.test")
     cfg = nginx_conf()
     assert "slice 4194304;" in cfg
@@ -84,18 +68,22 @@ def test_config_renders_checks_and_reloads_nginx(ctx, host):
     # no frontend config is written, no frontend service touched
     assert not charm_module.LAYOUT.haproxy_cfg.exists() and not charm_module.LAYOUT.vcl.exists()
     conf = str(charm_module.LAYOUT.nginx_conf)
-    assert host.index(["nginx", "-t", "-q", "-c", conf]) < host.index(["systemctl", "reload-or-restart", "nginx"])
-    assert not any("haproxy" in c or "varnish" in c for cmd in host for c in cmd)
+    assert cache_host.index(["nginx", "-t", "-q", "-c", conf]) < cache_host.index(
+        ["systemctl", "reload-or-restart", "nginx"]
+    )
+    assert not any("haproxy" in c or "varnish" in c for cmd in cache_host for c in cmd)
     # the same state again changes nothing and reloads nothing
-    host.clear()
-    ctx.run(ctx.on.config_changed(), ready_state(**{"slice-size": "4M", "cache-size": "20G"}))
-    assert host == []
+    cache_host.clear()
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state(**{"slice-size": "4M", "cache-size": "20G"}))
+    assert cache_host == []
 
 
-def test_upstream_ca_is_written_and_trusted(ctx, host, tls_pair):
+def test_upstream_ca_is_written_and_trusted(cache_ctx, cache_host, tls_pair):
     chain, _key = tls_pair
     ca = chain[chain.rindex("-----BEGIN CERTIFICATE-----") :]
-    ctx.run(ctx.on.config_changed(), ready_state(**{"upstream-ca": ca, "upstream-url": "https://s3.test:8443/"}))
+    cache_ctx.run(
+        cache_ctx.on.config_changed(), ready_state(**{"upstream-ca": ca, "upstream-url": "https://s3.test:8443/"})
+    )
     layout = charm_module.LAYOUT
     assert layout.nginx_ca.read_text().strip() == ca.strip()
     cfg = nginx_conf()
@@ -103,8 +91,8 @@ def test_upstream_ca_is_written_and_trusted(ctx, host, tls_pair):
     assert "server s3.test:8443;" in cfg and "proxy_set_header Host s3.test:8443;" in cfg
 
 
-def test_unit_publishes_its_cache_to_the_app(ctx, host):
-    out = ctx.run(ctx.on.config_changed(), ready_state(**{"cache-port": 21080}))
+def test_unit_publishes_its_cache_to_the_app(cache_ctx, cache_host):
+    out = cache_ctx.run(cache_ctx.on.config_changed(), ready_state(**{"cache-port": 21080}))
     app = out.get_relations("app")[0]
     assert {k: app.local_unit_data[k] for k in ("role", "address", "port")} == {
         "role": "backend",
@@ -113,36 +101,36 @@ def test_unit_publishes_its_cache_to_the_app(ctx, host):
     }
 
 
-def test_app_units_join_and_depart_change_the_allow_list(ctx, host):
+def test_app_units_join_and_depart_change_the_allow_list(cache_ctx, cache_host):
     app = app_relation(0, 1)
-    out = ctx.run(ctx.on.relation_joined(app, remote_unit=1), ready_state(app))
+    out = cache_ctx.run(cache_ctx.on.relation_joined(app, remote_unit=1), ready_state(app))
     assert allowed() == ["127.0.0.1", "::1", "192.0.2.0", "10.1.0.1", "10.1.0.2"]
     assert out.unit_status == testing.ActiveStatus("backend: 2 app units, upstream swift.example.test")
 
-    host.clear()
+    cache_host.clear()
     app = dataclasses.replace(app, remote_units_data={1: {"address": "10.1.0.2", "port": "8000"}})
-    out = ctx.run(ctx.on.relation_departed(app, remote_unit=0, departing_unit=0), ready_state(app))
+    out = cache_ctx.run(cache_ctx.on.relation_departed(app, remote_unit=0, departing_unit=0), ready_state(app))
     assert allowed() == ["127.0.0.1", "::1", "192.0.2.0", "10.1.0.2"]  # the departed unit may no longer read
-    assert ["systemctl", "reload-or-restart", "nginx"] in host
+    assert ["systemctl", "reload-or-restart", "nginx"] in cache_host
     assert out.unit_status == testing.ActiveStatus("backend: 1 app units, upstream swift.example.test")
 
 
-def test_no_app_related_blocks(ctx, host):
+def test_no_app_related_blocks(cache_ctx, cache_host):
     state = dataclasses.replace(ready_state(), relations=[])
-    out = ctx.run(ctx.on.config_changed(), state)
+    out = cache_ctx.run(cache_ctx.on.config_changed(), state)
     assert out.unit_status == testing.BlockedStatus("no client: integrate with updown-app (endpoint app)")
     assert not charm_module.LAYOUT.nginx_conf.exists()
 
 
-def test_app_related_without_data_waits(ctx, host):
+def test_app_related_without_data_waits(cache_ctx, cache_host):
     app = testing.Relation(endpoint="app", remote_app_name="updown-app", remote_units_data={0: {}})
-    out = ctx.run(ctx.on.relation_joined(app, remote_unit=0), ready_state(app))
+    out = cache_ctx.run(cache_ctx.on.relation_joined(app, remote_unit=0), ready_state(app))
     assert out.unit_status == testing.WaitingStatus("waiting for the updown-app units to publish their address")
 
 
-def test_frontend_requirements_do_not_block_a_backend(ctx, host):
+def test_frontend_requirements_do_not_block_a_backend(cache_ctx, cache_host):
     """No public-hostname, no TLS, ports that would clash for a frontend: a backend unit is still active."""
-    out = ctx.run(ctx.on.config_changed(), ready_state(**{"http-port": 6081, "https-port": 6081}))
+    out = cache_ctx.run(cache_ctx.on.config_changed(), ready_state(**{"http-port": 6081, "https-port": 6081}))
     assert out.unit_status.name == "active"
 
 
@@ -160,23 +148,23 @@ def test_frontend_requirements_do_not_block_a_backend(ctx, host):
         ({"upstream-ca": "not a certificate"}, "invalid config: upstream-ca: "),
     ],
 )
-def test_invalid_config_blocks_and_changes_nothing(ctx, host, config, problem):
-    ctx.run(ctx.on.config_changed(), ready_state())
+def test_invalid_config_blocks_and_changes_nothing(cache_ctx, cache_host, config, problem):
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state())
     before = nginx_conf()
-    host.clear()
-    out = ctx.run(ctx.on.config_changed(), ready_state(**config))
+    cache_host.clear()
+    out = cache_ctx.run(cache_ctx.on.config_changed(), ready_state(**config))
     assert out.unit_status.name == "blocked"
     assert out.unit_status.message.startswith(problem), out.unit_status.message
-    assert nginx_conf() == before and host == []
+    assert nginx_conf() == before and cache_host == []
 
 
-def test_role_switch_refused(ctx, host):
-    ctx.run(ctx.on.config_changed(), ready_state())
+def test_role_switch_refused(cache_ctx, cache_host):
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state())
     before = nginx_conf()
-    host.clear()
+    cache_host.clear()
     state = ready_state(role="frontend", **{"public-hostname": "updown.test"})
-    out = ctx.run(ctx.on.config_changed(), state)
+    out = cache_ctx.run(cache_ctx.on.config_changed(), state)
     assert out.unit_status.name == "blocked"
     assert out.unit_status.message.startswith("role cannot change after deployment (deployed as backend)")
-    assert nginx_conf() == before and host == []
+    assert nginx_conf() == before and cache_host == []
     assert not charm_module.LAYOUT.haproxy_cfg.exists()

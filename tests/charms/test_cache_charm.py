@@ -4,35 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from ops import testing
 
 import charm as charm_module
 import workload
-from charm import CacheCharm
 from tests.charms.tls import make_ca
 
 PUBLIC = "updown.test"
 PRIVATE = "private.updown.test"
 CONFIG = {"public-hostname": PUBLIC, "private-hostname": PRIVATE}
-
-
-@pytest.fixture
-def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """Files go under tmp_path; commands are recorded, not run."""
-    commands: list[list[str]] = []
-    monkeypatch.setattr(charm_module, "LAYOUT", workload.Layout.under(tmp_path))
-    monkeypatch.setattr(workload, "run", lambda argv: commands.append(list(argv)))
-    return commands
-
-
-@pytest.fixture
-def ctx() -> testing.Context[CacheCharm]:
-    return testing.Context(CacheCharm)
 
 
 def layout() -> workload.Layout:
@@ -74,22 +57,22 @@ def installed(role: str) -> testing.StoredState:
     return testing.StoredState(owner_path="CacheCharm", content={"installed": True, "role": role})
 
 
-def test_install_installs_packages_and_waits_for_config(ctx, host):
-    out = ctx.run(ctx.on.install(), testing.State())
-    assert ["apt-get", "install", "-y", "-q", "--no-install-recommends", "haproxy", "varnish"] in host
+def test_install_installs_packages_and_waits_for_config(cache_ctx, cache_host):
+    out = cache_ctx.run(cache_ctx.on.install(), testing.State())
+    assert ["apt-get", "install", "-y", "-q", "--no-install-recommends", "haproxy", "varnish"] in cache_host
     assert out.unit_status.name == "blocked"
     assert "public-hostname is required for role=frontend" in out.unit_status.message
     assert not layout().haproxy_cfg.exists()
 
 
-def test_install_fixes_the_role(ctx, host):
-    out = ctx.run(ctx.on.install(), testing.State(config=CONFIG))
+def test_install_fixes_the_role(cache_ctx, cache_host):
+    out = cache_ctx.run(cache_ctx.on.install(), testing.State(config=CONFIG))
     stored = out.get_stored_state("_stored", owner_path="CacheCharm")
     assert stored.content["role"] == "frontend"
 
 
-def test_config_changed_renders_and_reloads(ctx, host, tls_pair):
-    out = ctx.run(ctx.on.config_changed(), ready_state(tls_pair))
+def test_config_changed_renders_and_reloads(cache_ctx, cache_host, tls_pair):
+    out = cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair))
     assert out.unit_status == testing.ActiveStatus("frontend: 1 ring units, 1 app units")
     cfg = haproxy_cfg()
     assert "balance uri path-only" in cfg and "hash-type consistent" in cfg
@@ -101,27 +84,27 @@ def test_config_changed_renders_and_reloads(ctx, host, tls_pair):
     vcl = layout().vcl.read_text()
     assert '"10.1.0.1";' in vcl and "set beresp.grace = 3600s;" in vcl
     assert "malloc,1G" in layout().varnish_dropin.read_text()
-    assert ["systemctl", "reload-or-restart", "haproxy"] in host
+    assert ["systemctl", "reload-or-restart", "haproxy"] in cache_host
     # the same state again changes nothing and reloads nothing
-    host.clear()
-    ctx.run(ctx.on.config_changed(), ready_state(tls_pair))
-    assert host == []
+    cache_host.clear()
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair))
+    assert cache_host == []
 
 
-def test_config_change_reloads_varnish_keeping_its_cache(ctx, host, tls_pair):
-    ctx.run(ctx.on.config_changed(), ready_state(tls_pair))
-    host.clear()
-    ctx.run(ctx.on.config_changed(), ready_state(tls_pair, grace=60))
+def test_config_change_reloads_varnish_keeping_its_cache(cache_ctx, cache_host, tls_pair):
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair))
+    cache_host.clear()
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair, grace=60))
     assert "set beresp.grace = 60s;" in layout().vcl.read_text()
-    assert ["varnishreload", str(layout().vcl)] in host
-    assert ["systemctl", "restart", "varnish"] not in host
-    host.clear()
-    ctx.run(ctx.on.config_changed(), ready_state(tls_pair, grace=60, **{"cache-size": "8G"}))
-    assert ["systemctl", "restart", "varnish"] in host
+    assert ["varnishreload", str(layout().vcl)] in cache_host
+    assert ["systemctl", "restart", "varnish"] not in cache_host
+    cache_host.clear()
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair, grace=60, **{"cache-size": "8G"}))
+    assert ["systemctl", "restart", "varnish"] in cache_host
 
 
-def test_unit_publishes_its_varnish_to_peers_and_app(ctx, host, tls_pair):
-    out = ctx.run(ctx.on.config_changed(), ready_state(tls_pair))
+def test_unit_publishes_its_varnish_to_peers_and_app(cache_ctx, cache_host, tls_pair):
+    out = cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair))
     ring = out.get_relations("ring")[0]
     assert ring.local_unit_data["address"] == "192.0.2.0" and ring.local_unit_data["port"] == "6081"
     app = out.get_relations("app")[0]
@@ -132,89 +115,89 @@ def test_unit_publishes_its_varnish_to_peers_and_app(ctx, host, tls_pair):
     }
 
 
-def test_peer_join_and_depart_change_the_ring(ctx, host, tls_pair):
+def test_peer_join_and_depart_change_the_ring(cache_ctx, cache_host, tls_pair):
     peers = testing.PeerRelation(
         "ring",
         peers_data={1: {"address": "10.0.0.2", "port": "6081"}, 2: {"address": "10.0.0.3", "port": "6081"}},
     )
     state = dataclasses.replace(ready_state(tls_pair), relations=[peers, app_relation(0)])
-    ctx.run(ctx.on.relation_changed(peers, remote_unit=2), state)
+    cache_ctx.run(cache_ctx.on.relation_changed(peers, remote_unit=2), state)
     assert ring_servers() == ["updown-cache-0", "updown-cache-1", "updown-cache-2"]
     assert "server updown-cache-2 10.0.0.3:6081 id 3" in haproxy_cfg()
 
     # unit 1 leaves: unit 2 keeps its id, so only unit 1's share of the ring moves
     gone = dataclasses.replace(peers, peers_data={2: {"address": "10.0.0.3", "port": "6081"}})
     state = dataclasses.replace(state, relations=[gone, app_relation(0)])
-    out = ctx.run(ctx.on.relation_departed(gone, remote_unit=1, departing_unit=1), state)
+    out = cache_ctx.run(cache_ctx.on.relation_departed(gone, remote_unit=1, departing_unit=1), state)
     assert ring_servers() == ["updown-cache-0", "updown-cache-2"]
     assert "server updown-cache-2 10.0.0.3:6081 id 3" in haproxy_cfg()
     assert out.unit_status == testing.ActiveStatus("frontend: 2 ring units, 1 app units")
 
 
-def test_peer_without_data_is_not_in_the_ring(ctx, host, tls_pair):
+def test_peer_without_data_is_not_in_the_ring(cache_ctx, cache_host, tls_pair):
     peers = testing.PeerRelation("ring", peers_data={1: {}})
     state = dataclasses.replace(ready_state(tls_pair), relations=[peers, app_relation(0)])
-    ctx.run(ctx.on.relation_joined(peers, remote_unit=1), state)
+    cache_ctx.run(cache_ctx.on.relation_joined(peers, remote_unit=1), state)
     assert ring_servers() == ["updown-cache-0"]
 
 
-def test_origin_join_and_depart(ctx, host, tls_pair):
+def test_origin_join_and_depart(cache_ctx, cache_host, tls_pair):
     app = app_relation(0, 1)
     state = dataclasses.replace(ready_state(tls_pair), relations=[testing.PeerRelation("ring"), app])
-    out = ctx.run(ctx.on.relation_joined(app, remote_unit=1), state)
+    out = cache_ctx.run(cache_ctx.on.relation_joined(app, remote_unit=1), state)
     assert "server updown-app-1 10.1.0.2:8000" in haproxy_cfg()
     assert "origin.add_backend(updown_app_1);" in layout().vcl.read_text()
     assert out.unit_status == testing.ActiveStatus("frontend: 1 ring units, 2 app units")
 
     app = dataclasses.replace(app, remote_units_data={1: {"address": "10.1.0.2", "port": "8000"}})
     state = dataclasses.replace(state, relations=[testing.PeerRelation("ring"), app])
-    ctx.run(ctx.on.relation_departed(app, remote_unit=0, departing_unit=0), state)
+    cache_ctx.run(cache_ctx.on.relation_departed(app, remote_unit=0, departing_unit=0), state)
     assert "updown-app-0" not in haproxy_cfg()
     vcl = layout().vcl.read_text()
     assert '"10.1.0.1"' not in vcl and '"10.1.0.2";' in vcl  # the departed unit may no longer PURGE
 
 
-def test_no_origin_related_blocks(ctx, host, tls_pair):
+def test_no_origin_related_blocks(cache_ctx, cache_host, tls_pair):
     state = dataclasses.replace(ready_state(tls_pair), relations=[testing.PeerRelation("ring")])
-    out = ctx.run(ctx.on.config_changed(), state)
+    out = cache_ctx.run(cache_ctx.on.config_changed(), state)
     assert out.unit_status == testing.BlockedStatus("no origin: integrate with updown-app (endpoint app)")
     assert not layout().haproxy_cfg.exists()
 
 
-def test_origin_related_without_data_waits(ctx, host, tls_pair):
+def test_origin_related_without_data_waits(cache_ctx, cache_host, tls_pair):
     app = testing.Relation(endpoint="app", remote_app_name="updown-app", remote_units_data={0: {}})
     state = dataclasses.replace(ready_state(tls_pair), relations=[testing.PeerRelation("ring"), app])
-    out = ctx.run(ctx.on.relation_joined(app, remote_unit=0), state)
+    out = cache_ctx.run(cache_ctx.on.relation_joined(app, remote_unit=0), state)
     assert out.unit_status == testing.WaitingStatus("waiting for the updown-app units to publish their address")
 
 
-def test_no_tls_blocks(ctx, host):
+def test_no_tls_blocks(cache_ctx, cache_host):
     state = testing.State(
         config=CONFIG, relations=[testing.PeerRelation("ring"), app_relation(0)], stored_states=[installed("frontend")]
     )
-    out = ctx.run(ctx.on.config_changed(), state)
+    out = cache_ctx.run(cache_ctx.on.config_changed(), state)
     assert out.unit_status == testing.BlockedStatus(
         "no TLS certificate: integrate with a certificates provider or set tls-secret-id"
     )
     assert not layout().haproxy_cfg.exists()
 
 
-def test_invalid_config_blocks(ctx, host, tls_pair):
-    out = ctx.run(ctx.on.config_changed(), ready_state(tls_pair, **{"cache-size": "lots"}))
+def test_invalid_config_blocks(cache_ctx, cache_host, tls_pair):
+    out = cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair, **{"cache-size": "lots"}))
     assert out.unit_status.name == "blocked"
     assert out.unit_status.message.startswith("invalid config: cache-size:")
-    out = ctx.run(ctx.on.config_changed(), ready_state(tls_pair, **{"public-hostname": "bad host!"}))
+    out = cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair, **{"public-hostname": "bad host!"}))
     assert out.unit_status.message.startswith("invalid config: public-hostname:")
 
 
-def test_role_switch_refused_after_install(ctx, host, tls_pair):
-    ctx.run(ctx.on.config_changed(), ready_state(tls_pair))
-    host.clear()
+def test_role_switch_refused_after_install(cache_ctx, cache_host, tls_pair):
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair))
+    cache_host.clear()
     before = haproxy_cfg()
-    out = ctx.run(ctx.on.config_changed(), ready_state(tls_pair, role="backend"))
+    out = cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair, role="backend"))
     assert out.unit_status.name == "blocked"
     assert out.unit_status.message.startswith("role cannot change after deployment (deployed as frontend)")
-    assert haproxy_cfg() == before and host == []
+    assert haproxy_cfg() == before and cache_host == []
 
 
 def _provider_data(csr_pem: str, ca: x509.Certificate, ca_key) -> dict[str, str]:
@@ -244,29 +227,29 @@ def with_relation(state: testing.State, relation: testing.RelationBase) -> testi
     return dataclasses.replace(state, relations=[*(r for r in state.relations if r.id != relation.id), relation])
 
 
-def _issue(ctx, state: testing.State, relation: testing.Relation) -> tuple[testing.State, str]:
+def _issue(cache_ctx, state: testing.State, relation: testing.Relation) -> tuple[testing.State, str]:
     """Run relation-created (the library makes a key and a CSR), then sign that CSR as the provider would."""
-    out = ctx.run(ctx.on.relation_created(relation), state)
+    out = cache_ctx.run(cache_ctx.on.relation_created(relation), state)
     requested = out.get_relation(relation.id).local_unit_data
     csrs = json.loads(requested["certificate_signing_requests"])
     assert len(csrs) == 1
     return out, csrs[0]["certificate_signing_request"]
 
 
-def test_certificate_available_and_rotated(ctx, host):
+def test_certificate_available_and_rotated(cache_ctx, cache_host):
     certs = testing.Relation(endpoint="certificates", remote_app_name="ca")
     state = testing.State(
         config=CONFIG,
         relations=[testing.PeerRelation("ring"), app_relation(0), certs],
         stored_states=[installed("frontend")],
     )
-    out, csr = _issue(ctx, state, certs)
+    out, csr = _issue(cache_ctx, state, certs)
     assert out.unit_status == testing.WaitingStatus("waiting for the TLS certificate from the certificates provider")
     assert not layout().haproxy_cfg.exists()
 
     ca, ca_key = make_ca()
     certs = dataclasses.replace(out.get_relation(certs.id), remote_app_data=_provider_data(csr, ca, ca_key))
-    out = ctx.run(ctx.on.relation_changed(certs), with_relation(out, certs))
+    out = cache_ctx.run(cache_ctx.on.relation_changed(certs), with_relation(out, certs))
     assert out.unit_status == testing.ActiveStatus("frontend: 1 ring units, 1 app units")
     pem = layout().tls_pem.read_text()
     assert pem.count("BEGIN CERTIFICATE") == 2 and "PRIVATE KEY" in pem
@@ -275,9 +258,9 @@ def test_certificate_available_and_rotated(ctx, host):
     assert set(sans.get_values_for_type(x509.DNSName)) == {PUBLIC, PRIVATE}
 
     # rotation: the provider re-signs with a new CA; HAProxy gets the new chain
-    host.clear()
+    cache_host.clear()
     ca2, ca2_key = make_ca()
     certs = dataclasses.replace(out.get_relation(certs.id), remote_app_data=_provider_data(csr, ca2, ca2_key))
-    out = ctx.run(ctx.on.relation_changed(certs), with_relation(out, certs))
+    out = cache_ctx.run(cache_ctx.on.relation_changed(certs), with_relation(out, certs))
     assert layout().tls_pem.read_text() != pem
-    assert ["systemctl", "reload-or-restart", "haproxy"] in host
+    assert ["systemctl", "reload-or-restart", "haproxy"] in cache_host

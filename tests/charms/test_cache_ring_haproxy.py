@@ -4,13 +4,10 @@ share of the URLs, a unit leaving gives up only its own (the server ids are the 
 from __future__ import annotations
 
 import collections
-import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -18,44 +15,19 @@ import pytest
 
 import workload
 from models import CacheConfig, CacheState, Origin, RingMember, TLSMaterial
+from tests.charms.standins import named_servers
 from tests.charms.test_cache_rendered_configs import need
 from tests.charms.tls import make_tls
+from tests.support.server import free_port
 
 URLS = [f"/pkg{i}/1/file{i}.snap" for i in range(300)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Member(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("X-Cache-Unit", self.server.unit_name)  # type: ignore[attr-defined]
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
 def members() -> Iterator[dict[int, int]]:
     """Stand-ins for the Varnish of units 0..3: unit number -> port; each answers with its unit name."""
-    servers = {}
-    for unit in range(4):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Member)
-        server.unit_name = f"updown-cache/{unit}"  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers[unit] = server
-    yield {unit: s.server_address[1] for unit, s in servers.items()}
-    for s in servers.values():
-        s.shutdown()
-        s.server_close()
+    with named_servers("X-Cache-Unit", [f"updown-cache/{u}" for u in range(4)]) as ports:
+        yield {int(name.rsplit("/", 1)[1]): port for name, port in ports.items()}
 
 
 @pytest.fixture(scope="module")
