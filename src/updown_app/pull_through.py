@@ -115,10 +115,6 @@ class PullThrough:
 
     async def serve(self, request: Request, package: str, revision: str, filename: str) -> Response | ObjectResponse:
         path = f"{package}/{revision}/{filename}"
-        waiting = self._inflight.get(path)
-        if waiting is not None:
-            await waiting.wait()
-            return await self._serve_local(request)
         info = await self._targetinfo(path)
         try:
             if info is None:
@@ -127,6 +123,12 @@ class PullThrough:
         except RefusedError:
             raise ApiError(404, "not_found", "no such file") from None
         existing = await self.context.repository.object_for_sha256(info.hashes["sha256"])
+        # Checked after the last await: _import_whole and _stream claim the path before they first suspend, so
+        # requests that arrived during the index refresh wait for one fetch instead of each starting their own.
+        waiting = self._inflight.get(path)
+        if waiting is not None:
+            await waiting.wait()
+            return await self._serve_local(request)
         if request.method == "HEAD" or existing is not None:
             await self._import_whole(info, existing)
             return await self._serve_local(request)
