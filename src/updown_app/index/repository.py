@@ -39,8 +39,7 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 from updown_app.index.keys import load_signers, root_versions, signers_for
-from updown_app.metadata.channels import Channels
-from updown_app.metadata.models import File, FileState, IndexMetadata, Visibility
+from updown_app.metadata.models import File, FileChannel, FileState, IndexMetadata, Visibility
 from updown_app.metrics import INDEX_VERSIONS
 from updown_app.settings import IndexSettings
 
@@ -103,24 +102,28 @@ class SignedIndex:
                 query = query.where(IndexMetadata.version == version)
             return await session.scalar(query)
 
-    async def _current(self, session: AsyncSession, role: str) -> Metadata[Any] | None:
+    async def _current(self, session: AsyncSession, role: str) -> tuple[Metadata[Any] | None, bytes]:
+        """The newest version of a role, parsed, and its signed bytes (what the next role's MetaFile hashes)."""
         query = select(IndexMetadata.data).where(IndexMetadata.role == role).order_by(IndexMetadata.version.desc())
         data = await session.scalar(query.limit(1))
-        return None if data is None else Metadata.from_bytes(data)
+        return (None, b"") if data is None else (Metadata.from_bytes(data), data)
 
     # Writing ---------------------------------------------------------------------------------------------------
 
     async def _targets(self, session: AsyncSession) -> dict[str, TargetFile]:
-        query = select(File).where(File.state == FileState.published.value, File.visibility == Visibility.public.value)
-        files = list((await session.scalars(query)).all())
-        channels = await Channels(self.sessions).of_files(f.id for f in files)
+        public = (File.state == FileState.published.value, File.visibility == Visibility.public.value)
+        files = list((await session.scalars(select(File).where(*public))).all())
+        channels: dict[str, list[str]] = {}
+        in_channels = select(FileChannel.file_id, FileChannel.channel).join(File, File.id == FileChannel.file_id)
+        for file_id, channel in (await session.execute(in_channels.where(*public))).all():
+            channels.setdefault(file_id, []).append(channel)
         result: dict[str, TargetFile] = {}
         for f in files:
             path = target_path(f)
             custom = {
                 "package": f.package,
                 "revision": f.revision,
-                "channels": channels.get(f.id, []),
+                "channels": sorted(channels.get(f.id, [])),
                 "published": _utc(f.published_at or f.created_at).isoformat(),
             }
             result[path] = TargetFile(
@@ -157,63 +160,48 @@ class SignedIndex:
                     await asyncio.sleep(0.05 * (attempt + 1))
             return await self._update_once()
 
+    def _next(
+        self, role: type[Signed], current: Metadata[Any] | None, lifetime: int, now: datetime, **fields: Any
+    ) -> tuple[Metadata[Any], bytes, IndexMetadata]:
+        """The next version of a role, signed, and its row."""
+        version = 1 if current is None else current.signed.version + 1
+        expires = now + timedelta(seconds=lifetime)
+        md, data = self._sign(role(version=version, expires=expires, **fields))
+        row = IndexMetadata(role=role.type, version=version, data=data, expires_at=expires, created_at=now)
+        return md, data, row
+
     async def _update_once(self) -> UpdateResult:
         s = self.settings
         now = datetime.now(UTC).replace(microsecond=0)
         async with self.sessions() as session, session.begin():
-            targets_md = await self._current(session, Targets.type)
-            snapshot_md = await self._current(session, Snapshot.type)
-            timestamp_md = await self._current(session, Timestamp.type)
+            targets_md, targets_data = await self._current(session, Targets.type)
+            snapshot_md, snapshot_data = await self._current(session, Snapshot.type)
+            timestamp_md, _ = await self._current(session, Timestamp.type)
             wanted = await self._targets(session)
             rows: list[IndexMetadata] = []
-
-            new_targets = targets_md is None or targets_md.signed.targets != wanted
-            if new_targets or self._stale(targets_md, Targets.type, s.targets_expiry, now):
-                version = 1 if targets_md is None else targets_md.signed.version + 1
-                targets = Targets(version=version, expires=now + timedelta(seconds=s.targets_expiry), targets=wanted)
-                targets_md, data = self._sign(targets)
-                rows.append(IndexMetadata(role=Targets.type, version=version, data=data, expires_at=targets.expires))
-                targets_bytes: bytes | None = data
-            else:
-                targets_bytes = None
-            assert targets_md is not None
-
-            if targets_bytes is not None or self._stale(snapshot_md, Snapshot.type, s.snapshot_expiry, now):
-                if targets_bytes is None:
-                    targets_bytes = await self.metadata(Targets.type, targets_md.signed.version)
-                    assert targets_bytes is not None
-                version = 1 if snapshot_md is None else snapshot_md.signed.version + 1
-                meta = {"targets.json": MetaFile(targets_md.signed.version, len(targets_bytes), _hashes(targets_bytes))}
-                snapshot = Snapshot(version=version, expires=now + timedelta(seconds=s.snapshot_expiry), meta=meta)
-                snapshot_md, snapshot_bytes = self._sign(snapshot)
-                rows.append(
-                    IndexMetadata(role=Snapshot.type, version=version, data=snapshot_bytes, expires_at=snapshot.expires)
+            # Each role gets a new version when what it describes got one, or when it is stale itself.
+            if (
+                targets_md is None
+                or targets_md.signed.targets != wanted
+                or self._stale(targets_md, Targets.type, s.targets_expiry, now)
+            ):
+                targets_md, targets_data, row = self._next(Targets, targets_md, s.targets_expiry, now, targets=wanted)
+                rows.append(row)
+            if rows or snapshot_md is None or self._stale(snapshot_md, Snapshot.type, s.snapshot_expiry, now):
+                meta = {"targets.json": _meta_file(targets_md, targets_data)}
+                snapshot_md, snapshot_data, row = self._next(Snapshot, snapshot_md, s.snapshot_expiry, now, meta=meta)
+                rows.append(row)
+            if rows or timestamp_md is None or self._stale(timestamp_md, Timestamp.type, s.timestamp_expiry, now):
+                snapshot_meta = _meta_file(snapshot_md, snapshot_data)
+                timestamp_md, _, row = self._next(
+                    Timestamp, timestamp_md, s.timestamp_expiry, now, snapshot_meta=snapshot_meta
                 )
-            else:
-                snapshot_bytes = None
-            assert snapshot_md is not None
-
-            if snapshot_bytes is not None or self._stale(timestamp_md, Timestamp.type, s.timestamp_expiry, now):
-                if snapshot_bytes is None:
-                    snapshot_bytes = await self.metadata(Snapshot.type, snapshot_md.signed.version)
-                    assert snapshot_bytes is not None
-                version = 1 if timestamp_md is None else timestamp_md.signed.version + 1
-                snapshot_meta = MetaFile(snapshot_md.signed.version, len(snapshot_bytes), _hashes(snapshot_bytes))
-                timestamp = Timestamp(
-                    version=version, expires=now + timedelta(seconds=s.timestamp_expiry), snapshot_meta=snapshot_meta
-                )
-                timestamp_md, data = self._sign(timestamp)
-                rows.append(
-                    IndexMetadata(role=Timestamp.type, version=version, data=data, expires_at=timestamp.expires)
-                )
+                rows.append(row)
                 await session.execute(
                     delete(IndexMetadata).where(
-                        IndexMetadata.role == Timestamp.type, IndexMetadata.version <= version - TIMESTAMPS_KEPT
+                        IndexMetadata.role == Timestamp.type, IndexMetadata.version <= row.version - TIMESTAMPS_KEPT
                     )
                 )
-            assert timestamp_md is not None
-            for row in rows:
-                row.created_at = now
             session.add_all(rows)
         for row in rows:
             INDEX_VERSIONS.labels(row.role).inc()
@@ -247,5 +235,5 @@ class SignedIndex:
             self._task.cancel()
 
 
-def _hashes(data: bytes) -> dict[str, str]:
-    return {"sha256": hashlib.sha256(data).hexdigest()}
+def _meta_file(md: Metadata[Any], data: bytes) -> MetaFile:
+    return MetaFile(md.signed.version, len(data), {"sha256": hashlib.sha256(data).hexdigest()})

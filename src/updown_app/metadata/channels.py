@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextvars import ContextVar
 
 from sqlalchemy import delete, select
@@ -26,18 +26,6 @@ class Channels:
         async with self.sessions() as session:
             query = select(FileChannel.channel).where(FileChannel.file_id == file_id).order_by(FileChannel.channel)
             return list((await session.scalars(query)).all())
-
-    async def of_files(self, file_ids: Iterable[str]) -> dict[str, list[str]]:
-        ids = list(file_ids)
-        result: dict[str, list[str]] = {i: [] for i in ids}
-        async with self.sessions() as session:
-            for start in range(0, len(ids), 500):
-                query = select(FileChannel).where(FileChannel.file_id.in_(ids[start : start + 500]))
-                for row in (await session.scalars(query)).all():
-                    result[row.file_id].append(row.channel)
-        for channels in result.values():
-            channels.sort()
-        return result
 
     async def set(self, file_id: str, channels: Sequence[str]) -> bool:
         """Make ``channels`` exactly the file's channels; True when that changed anything."""
