@@ -103,6 +103,33 @@ def test_first_start_needs_no_grant() -> None:
     assert rollout.unit_step(me, A(target="2", migrated=[]), [], "2#f") is Action.NONE
 
 
+def test_unit_transitions_fail_retry_and_recover() -> None:
+    app = A(target="2", migrated=["2"], grant="app/1")
+    me = U(unit_name="app/1", running="1", fingerprint="f")
+    me = rollout.with_pending(me, app, "f")
+    assert me.pending  # a new target
+    me = rollout.failed(rollout.draining(me, "2", "f"), "2#f", "database failed")
+    assert (me.phase, me.drain_id, me.failure) == (Phase.FAILED, "app/1>2#f", "database failed")
+    # still pending while failed, even once `running` is the target (it runs the release that failed)
+    assert rollout.with_pending(me.model_copy(update={"running": "2"}), app, "f").pending
+    assert rollout.unit_step(me, app, [], "2#f") is Action.NONE  # the same attempt is not retried
+    assert rollout.unit_step(me, app, [], "2#g") is Action.RESTART  # a config change is a new attempt
+    me = rollout.restarted(me, "2", "g")
+    assert (me.phase, me.pending, me.drain_id, me.failed, me.failure) == (Phase.IDLE, False, "", "", "")
+    assert not rollout.with_pending(me, app, "g").pending
+    # no target yet: nothing is pending
+    assert not rollout.with_pending(U(unit_name="app/1"), A(), "f").pending
+
+
+def test_observe_acks_a_peers_drain_and_retries_only_a_failed_first_start() -> None:
+    peer = U(unit_name="app/2", running="1", phase=Phase.DRAINING, drain_id="app/2>2#f")
+    me = rollout.observe(U(unit_name="app/1", failed="2#f"), [peer], retry_failed_start=False)
+    assert (me.drain_seen, me.failed) == ("app/2>2#f", "2#f")
+    assert rollout.observe(me, [peer], retry_failed_start=True).failed == ""
+    running = U(unit_name="app/1", running="1", failed="2#f")
+    assert rollout.observe(running, [], retry_failed_start=True).failed == "2#f"  # a refresh failure waits
+
+
 def test_databags_round_trip() -> None:
     bag: dict[str, str] = {}
     U(unit_name="app/0", running="1", pending=True, phase=Phase.DRAINING, drain_id="x").dump(bag)

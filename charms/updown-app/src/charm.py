@@ -94,17 +94,11 @@ class UpdownAppCharm(ops.CharmBase):
         if peer is None:
             return  # the peer relation exists from the first hooks on; nothing can be staged without it
         app, me, peers = self._rollout(peer)
-        # Acknowledge a peer's drain, whatever our own state: our change of data is what wakes the draining unit
-        # up (rollout.py).
-        draining = [p.drain_id for p in peers if p.phase is Phase.DRAINING and p.drain_id]
-        if draining and me.drain_seen != draining[0]:
-            me = me.model_copy(update={"drain_seen": draining[0]})
-        if isinstance(_event, ops.UpdateStatusEvent) and me.failed and not me.running:
-            me = me.model_copy(update={"failed": ""})  # a first start that failed is retried (it serves nothing)
+        me = rollout.observe(me, peers, retry_failed_start=isinstance(_event, ops.UpdateStatusEvent))
         if self.unit.is_leader():
             bundled = self._bundled_release()
             if bundled and bundled != app.bundled:
-                app = rollout.new_target(app, bundled, self._pause(), 1 + len(peers))
+                app = rollout.new_target(app, bundled, self._pause())
         try:
             self._ensure_installed(app.target)
             st = self._build_state()
@@ -117,9 +111,7 @@ class UpdownAppCharm(ops.CharmBase):
         files = workload.rendered_files(st, LAYOUT)
         fingerprint = workload.fingerprint(files)
         attempt = f"{app.target}#{fingerprint}"
-        # A failed unit runs the release that failed, not `running`: it needs the target whatever that is.
-        outdated = me.running != app.target or me.fingerprint != fingerprint or me.phase is Phase.FAILED
-        me = me.model_copy(update={"pending": bool(app.target) and outdated})
+        me = rollout.with_pending(me, app, fingerprint)
         if self.unit.is_leader():
             app = self._migrate(app, st)
         for _ in range(3):  # the leader may grant itself, or a finished holder free the lock for the next unit
@@ -145,9 +137,7 @@ class UpdownAppCharm(ops.CharmBase):
     ) -> UnitRollout:
         if action is Action.DRAIN:
             logger.info("draining before the restart onto %s", app.target)
-            return me.model_copy(
-                update={"phase": Phase.DRAINING, "drain_id": rollout.drain_id(me, app.target, fingerprint)}
-            )
+            return rollout.draining(me, app.target, fingerprint)
         if action is Action.RESTART and me.phase is Phase.DRAINING:
             time.sleep(DRAIN_SETTLE)
         self.unit.status = ops.MaintenanceStatus(f"restarting onto {app.target}")
@@ -159,25 +149,13 @@ class UpdownAppCharm(ops.CharmBase):
             workload.restart(LAYOUT, unit_changed=LAYOUT.unit_file in changed)
         except subprocess.CalledProcessError as exc:
             logger.error("restarting onto %s failed: %s", app.target, _scrub(exc, st))
-            return me.model_copy(
-                update={"phase": Phase.FAILED, "failed": attempt, "failure": "systemctl restart failed"}
-            )
+            return rollout.failed(me, attempt, "systemctl restart failed")
         ok, detail = workload.health_check(workload.health_url(st), st.config.health_check_timeout)
         if not ok:
             logger.warning("release %s failed its health check: %s", app.target, detail)
-            return me.model_copy(update={"phase": Phase.FAILED, "failed": attempt, "failure": detail})
+            return rollout.failed(me, attempt, detail)
         workload.prune_releases(LAYOUT, keep={app.target, app.previous, me.running} - {""})
-        return me.model_copy(
-            update={
-                "running": app.target,
-                "fingerprint": fingerprint,
-                "pending": False,
-                "phase": Phase.IDLE,
-                "drain_id": "",
-                "failed": "",
-                "failure": "",
-            }
-        )
+        return rollout.restarted(me, app.target, fingerprint)
 
     def _migrate(self, app: AppRollout, st: AppState) -> AppRollout:
         """The leader migrates the schema once per release, with that release's code, before any unit runs it."""

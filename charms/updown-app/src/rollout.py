@@ -118,7 +118,7 @@ class AppRollout(_Bag):
         return release in self.migrated
 
 
-def allowed_for(pause: PauseAfter, units: int) -> int:
+def allowed_for(pause: PauseAfter) -> int:
     """How many units may run a new target before the rollout pauses."""
     return UNLIMITED if pause is PauseAfter.NONE else 1
 
@@ -130,7 +130,7 @@ def resume(app: AppRollout, pause: PauseAfter, units: Iterable[UnitRollout]) -> 
     return app.model_copy(update={"allowed": max(app.allowed, allowed)})
 
 
-def new_target(app: AppRollout, release: str, pause: PauseAfter, units: int) -> AppRollout:
+def new_target(app: AppRollout, release: str, pause: PauseAfter) -> AppRollout:
     """A refresh brought a new release (or the first install): roll onto it."""
     previous = app.target if app.target and app.target != release else app.previous
     first = not app.target
@@ -139,7 +139,7 @@ def new_target(app: AppRollout, release: str, pause: PauseAfter, units: int) -> 
             "target": release,
             "previous": previous,
             "bundled": release,
-            "allowed": UNLIMITED if first else allowed_for(pause, units),
+            "allowed": UNLIMITED if first else allowed_for(pause),
         }
     )
 
@@ -182,6 +182,43 @@ def plan(app: AppRollout, units: Iterable[UnitRollout]) -> AppRollout:
 
 def drain_id(me: UnitRollout, target: str, fingerprint: str) -> str:
     return f"{me.unit_name}>{target}#{fingerprint}"
+
+
+# --- the unit's own transitions (what the charm writes back after observing or acting) --------------------------
+
+
+def observe(me: UnitRollout, peers: Iterable[UnitRollout], *, retry_failed_start: bool) -> UnitRollout:
+    """What this unit writes whatever its own state: the ack of a peer's drain (our change of data is what wakes
+    the draining unit up; a unit that cannot run must still give it, or the rollout would wait forever), and, when
+    asked (update-status), the retry of a first start that failed (such a unit serves nothing)."""
+    draining = [p.drain_id for p in peers if p.phase is Phase.DRAINING and p.drain_id]
+    if draining and me.drain_seen != draining[0]:
+        me = me.model_copy(update={"drain_seen": draining[0]})
+    if retry_failed_start and me.failed and not me.running:
+        me = me.model_copy(update={"failed": ""})
+    return me
+
+
+def with_pending(me: UnitRollout, app: AppRollout, fingerprint: str) -> UnitRollout:
+    """`pending`: the target or the rendered config differ from what the unit runs. A failed unit runs the
+    release that failed, not `running`: it needs the target whatever that is."""
+    outdated = me.running != app.target or me.fingerprint != fingerprint or me.phase is Phase.FAILED
+    return me.model_copy(update={"pending": bool(app.target) and outdated})
+
+
+def draining(me: UnitRollout, target: str, fingerprint: str) -> UnitRollout:
+    return me.model_copy(update={"phase": Phase.DRAINING, "drain_id": drain_id(me, target, fingerprint)})
+
+
+def failed(me: UnitRollout, attempt: str, failure: str) -> UnitRollout:
+    """Kept drained and not retried until the attempt (target release + config) changes."""
+    return me.model_copy(update={"phase": Phase.FAILED, "failed": attempt, "failure": failure})
+
+
+def restarted(me: UnitRollout, target: str, fingerprint: str) -> UnitRollout:
+    """Healthy on the target: back in service."""
+    update = {"running": target, "fingerprint": fingerprint, "pending": False, "phase": Phase.IDLE}
+    return me.model_copy(update={**update, "drain_id": "", "failed": "", "failure": ""})
 
 
 def unit_step(me: UnitRollout, app: AppRollout, peers: Iterable[UnitRollout], attempt: str) -> Action:
