@@ -123,9 +123,21 @@ def test_rendered_swift_s3_and_private_settings(tmp_path: Path) -> None:
 def test_secret_files_are_private(tmp_path: Path) -> None:
     layout = workload.Layout.under(tmp_path)
     state = make_state(storage_backend="s3")
-    workload.write_files(workload.rendered_files(state, layout), private=frozenset({layout.hmac_keys}))
-    assert (layout.hmac_keys.stat().st_mode & 0o777) == 0o640
+    workload.write_files(workload.rendered_files(state, layout), private=layout.secret_files)
+    # the set the charm writes with: every rendered file that holds a secret is 0640
+    for path in (layout.config, layout.hmac_keys, layout.environment):
+        assert (path.stat().st_mode & 0o777) == 0o640, path
     assert (layout.unit_file.stat().st_mode & 0o777) == 0o644
+
+
+def test_failed_commands_output_is_scrubbed_of_secrets() -> None:
+    state = make_state(caches=FRONTENDS)
+    stderr = f"bad url {state.database.url()} and key k2"
+    text = workload.scrubbed_stderr(subprocess.CalledProcessError(1, ["updown"], stderr=stderr), state)
+    assert "p@ss/w" not in text and "p%40ss%2Fw" not in text and "k2" not in text
+    assert text == "bad url postgresql+asyncpg://relation-7:<redacted>@10.0.0.5:5432/updown and key <redacted>"
+    shown = workload.shown_settings(state, workload.Layout())
+    assert shown["database_url"] == "postgresql+asyncpg://relation-7:<redacted>@10.0.0.5:5432/updown"
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ import os
 import subprocess
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
-from typing import Any
 
 import ops
 import pydantic
@@ -37,8 +35,6 @@ LAYOUT = workload.Layout()
 # After a peer acknowledged our drain, the caches have had the same relation-changed: give their HAProxy and
 # Varnish reloads a moment before the restart.
 DRAIN_SETTLE = 5.0
-REDACTED = "<redacted>"
-_SECRET_SETTINGS = {"password", "application_credential_secret", "temp_url_key", "client_secret", "secret"}
 
 
 class UpdownAppCharm(ops.CharmBase):
@@ -141,14 +137,12 @@ class UpdownAppCharm(ops.CharmBase):
         if action is Action.RESTART and me.phase is Phase.DRAINING:
             time.sleep(DRAIN_SETTLE)
         self.unit.status = ops.MaintenanceStatus(f"restarting onto {app.target}")
-        changed = workload.write_files(
-            files, private=frozenset({LAYOUT.config, LAYOUT.hmac_keys, LAYOUT.environment}), group=self._group()
-        )
+        changed = workload.write_files(files, private=LAYOUT.secret_files, group=self._group())
         workload.activate(app.target, LAYOUT)
         try:
             workload.restart(LAYOUT, unit_changed=LAYOUT.unit_file in changed)
         except subprocess.CalledProcessError as exc:
-            logger.error("restarting onto %s failed: %s", app.target, _scrub(exc, st))
+            logger.error("restarting onto %s failed: %s", app.target, workload.scrubbed_stderr(exc, st))
             return rollout.failed(me, attempt, "systemctl restart failed")
         ok, detail = workload.health_check(workload.health_url(st), st.config.health_check_timeout)
         if not ok:
@@ -171,7 +165,12 @@ class UpdownAppCharm(ops.CharmBase):
             try:
                 out = workload.migrate(app.target, layout)
             except subprocess.CalledProcessError as exc:
-                logger.error("migration for %s failed (exit %s): %s", app.target, exc.returncode, _scrub(exc, st))
+                logger.error(
+                    "migration for %s failed (exit %s): %s",
+                    app.target,
+                    exc.returncode,
+                    workload.scrubbed_stderr(exc, st),
+                )
                 return app.model_copy(update={"migration_failed": app.target})  # retried on the next event
         logger.info("database migrated for %s: %s", app.target, out.strip()[-200:])
         return app.model_copy(update={"migrated": [*app.migrated, app.target], "migration_failed": ""})
@@ -280,7 +279,7 @@ class UpdownAppCharm(ops.CharmBase):
             event.fail(str(exc))
             return
         except subprocess.CalledProcessError as exc:
-            event.fail(f"unpublish failed: {_scrub(exc, st)}")
+            event.fail(f"unpublish failed: {workload.scrubbed_stderr(exc, st)}")
             return
         event.set_results({"result": out.strip(), "id": file_id})
 
@@ -324,9 +323,7 @@ class UpdownAppCharm(ops.CharmBase):
         except StateError as problem:
             event.fail(f"the unit is not configured: {problem}")
             return
-        settings = _redact(workload.render_settings(st, LAYOUT))
-        redacted = st.database.model_copy(update={"password": pydantic.SecretStr(REDACTED)})
-        settings["database_url"] = redacted.url().replace("%3Credacted%3E", REDACTED)
+        settings = workload.shown_settings(st, LAYOUT)
         event.set_results(
             {
                 "config": json.dumps(settings, indent=2, sort_keys=True),
@@ -429,29 +426,6 @@ class UpdownAppCharm(ops.CharmBase):
         for endpoint in (FRONTEND_CACHE, BACKEND_CACHE):
             for relation in self.model.relations[endpoint]:
                 data.dump(relation.data[self.unit])
-
-
-def _redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: (REDACTED if k in _SECRET_SETTINGS and v else _redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    return value
-
-
-def _scrub(exc: subprocess.CalledProcessError, st: AppState) -> str:
-    """The end of a failed command's stderr with every secret value we know of blanked (an error message may
-    quote a setting, e.g. the database URL)."""
-    text = (exc.stderr or "").strip()[-500:]
-    sec = st.secrets
-    values = [st.database.password, *sec.hmac_keys.values()]
-    values += [v for v in (sec.swift_password, sec.swift_application_credential_secret, sec.swift_temp_url_key) if v]
-    values += [v for v in (sec.s3_secret_access_key, sec.sso_client_secret) if v]
-    for value in values:
-        raw = value.get_secret_value()
-        if raw:
-            text = text.replace(raw, REDACTED).replace(urllib.parse.quote(raw, safe=""), REDACTED)
-    return text
 
 
 def _not_carried(release: str) -> str:

@@ -30,8 +30,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import tomli_w
+from pydantic import SecretStr
 
 from models import AppState
 
@@ -43,6 +45,9 @@ USER = "updown"
 APT_PACKAGES = ("python3-venv",)
 HEALTH_PATH = "/readyz"
 MAX_WORKERS = 16
+REDACTED = "<redacted>"
+# The keys of render_settings whose values are secrets.
+_SECRET_SETTINGS = {"password", "application_credential_secret", "temp_url_key", "client_secret", "secret"}
 _WHEEL = re.compile(r"^updown_app-(?P<version>[^-]+)-py3-none-any\.whl$")
 
 
@@ -65,6 +70,11 @@ class Layout:
     def under(cls, root: Path) -> Layout:
         base = cls()
         return cls(**{name: root / str(getattr(base, name)).lstrip("/") for name in cls.__dataclass_fields__})
+
+    @property
+    def secret_files(self) -> frozenset[Path]:
+        """The files that hold secrets (written 0640, readable by the service's group only)."""
+        return frozenset({self.config, self.hmac_keys, self.environment})
 
     def release_dir(self, version: str) -> Path:
         return self.releases / version
@@ -174,6 +184,37 @@ def render_settings(state: AppState, layout: Layout) -> dict[str, Any]:
     return settings
 
 
+def shown_settings(state: AppState, layout: Layout) -> dict[str, Any]:
+    """render_settings with every secret value replaced by REDACTED (the show-config action)."""
+    settings: dict[str, Any] = _redact(render_settings(state, layout))
+    redacted = state.database.model_copy(update={"password": SecretStr(REDACTED)})
+    settings["database_url"] = redacted.url().replace(quote(REDACTED, safe=""), REDACTED)
+    return settings
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (REDACTED if k in _SECRET_SETTINGS and v else _redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def scrubbed_stderr(exc: subprocess.CalledProcessError, state: AppState) -> str:
+    """The end of a failed command's stderr with every secret value we know of blanked (an error message may
+    quote a setting, e.g. the database URL)."""
+    text = (exc.stderr or "").strip()[-500:]
+    sec = state.secrets
+    values = [state.database.password, *sec.hmac_keys.values()]
+    values += [v for v in (sec.swift_password, sec.swift_application_credential_secret, sec.swift_temp_url_key) if v]
+    values += [v for v in (sec.s3_secret_access_key, sec.sso_client_secret) if v]
+    for value in values:
+        raw = value.get_secret_value()
+        if raw:
+            text = text.replace(raw, REDACTED).replace(quote(raw, safe=""), REDACTED)
+    return text
+
+
 def trusted_proxies(state: AppState) -> list[str]:
     networks = [ipaddress.ip_network(n, strict=False) for n in state.trusted_networks]
     outside = {c.address for c in state.frontends if not any(ipaddress.ip_address(c.address) in n for n in networks)}
@@ -277,10 +318,6 @@ def fingerprint(files: Mapping[Path, str]) -> str:
     for path in sorted(files):
         digest.update(str(path).encode() + b"\0" + files[path].encode() + b"\0")
     return digest.hexdigest()[:16]
-
-
-def files_differ(files: Mapping[Path, str]) -> bool:
-    return any(not path.exists() or path.read_text() != content for path, content in files.items())
 
 
 def write_files(
