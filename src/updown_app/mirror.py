@@ -119,7 +119,7 @@ async def mirror(
                 elif dry_run:
                     summary.updated.append(path)
                 else:
-                    await publish_imported(context, local, wanted)
+                    await publish_imported(context, local, wanted, IMPORT_KEY_ID)
                     summary.updated.append(path)
                 continue
             if dry_run:

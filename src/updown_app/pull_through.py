@@ -30,21 +30,19 @@ from updown_app.api.streaming import ObjectResponse
 from updown_app.api.upload import file_record, object_key
 from updown_app.context import AppContext
 from updown_app.errors import ApiError, error_response
-from updown_app.hashing import Declared, DigestMismatchError, MultiHasher, verified_stream
+from updown_app.hashing import Declared, DigestMismatchError, MultiHasher, VerifiedBody, verified_stream
 from updown_app.index.fetcher import CHUNK
 from updown_app.metadata.models import File, Visibility
-from updown_app.metadata.repository import DuplicateFileError
 from updown_app.metrics import PULL_THROUGH
 from updown_app.settings import Settings
 from updown_app.storage.base import StorageError
 from updown_app.upstream import (
     RefusedError,
     UpstreamIndex,
-    publish_imported,
+    record_imported,
     refusal_reason,
     split_target,
     state_dir_for,
-    target_channels,
 )
 
 log = logging.getLogger("updown.pull_through")
@@ -173,15 +171,9 @@ class PullThrough:
         declared = Declared(size=info.length, md5=md5, sha256=info.hashes["sha256"])
         hasher = MultiHasher()
         checked = verified_stream(source, declared, hasher, self.settings.chunk_size)
-
-        async def copy() -> AsyncIterator[bytes]:
-            async for chunk in checked:
-                if tee is not None:
-                    await tee.put(chunk)
-                yield chunk
-
+        body = checked if tee is None else _Tee(checked, tee)
         key = object_key(declared.sha256)
-        await self.context.storage.put(key, copy(), size=declared.size, md5=declared.md5)
+        await self.context.storage.put(key, body, size=declared.size, md5=declared.md5)
         if hasher.digests().sha512 != info.hashes.get("sha512", hasher.digests().sha512):
             if not await self.context.repository.object_in_use(key):
                 await self.context.storage.delete(key)
@@ -206,11 +198,8 @@ class PullThrough:
             key=key,
             key_id=PULL_KEY_ID,
         )
-        try:
-            await self.context.repository.add(record, PULL_KEY_ID)
-        except DuplicateFileError:
-            return None  # another process recorded it first
-        await publish_imported(self.context, record, target_channels(info))
+        if await record_imported(self.context, info, record, created=hasher is not None) is None:
+            return None  # another request or process recorded it first
         log.info("pulled from upstream", extra={"path": info.path, "size": record.size})
         return record
 
@@ -278,6 +267,25 @@ class PullThrough:
             "cache-control": "no-store",
         }
         return StreamingResponse(body(), headers=headers)
+
+
+class _Tee:
+    """The verified stream to the store, each chunk also queued for the client. Still a verified stream to the
+    store (``verifies_md5``), so the backend does not compute the MD5 again."""
+
+    verifies_md5 = True
+
+    def __init__(self, checked: VerifiedBody, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
+        self._checked = checked
+        self._queue = queue
+
+    def __aiter__(self) -> _Tee:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await anext(self._checked)
+        await self._queue.put(chunk)
+        return chunk
 
 
 async def _drain(queue: asyncio.Queue[bytes | BaseException | None], task: asyncio.Task[None]) -> None:

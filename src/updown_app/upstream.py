@@ -3,11 +3,13 @@ files into this instance: what ``updown mirror`` and the pull-through downloads 
 
 Every byte imported is checked twice: against the length and SHA-256/SHA-512 of the upstream's signed targets
 metadata (so a tampered file or a lying upstream store is refused), then, while it is written to our storage,
-by the same verifying stream and record builder as an upload.
+by the upload's own verifying store.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -15,17 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from sqlalchemy import select
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 
-from updown_app.api.upload import PACKAGE_RE, REVISION_RE, check_filename, file_record, object_key
+from updown_app.api.upload import PACKAGE_RE, REVISION_RE, UploadFields, check_filename, store
 from updown_app.context import AppContext
 from updown_app.errors import ApiError
-from updown_app.hashing import Declared, MultiHasher, verified_stream
+from updown_app.hashing import Declared, DigestMismatchError
 from updown_app.index.fetcher import CHUNK, HttpxFetcher, http_client
 from updown_app.metadata.channels import Channels
 from updown_app.metadata.models import File, FileState, Visibility
+from updown_app.metadata.repository import DuplicateFileError
 
 log = logging.getLogger("updown.upstream")
 IMPORT_KEY_ID = "mirror"  # who the history of an imported file names
@@ -175,8 +179,6 @@ async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def find_by_name(context: AppContext, name: TargetName) -> File | None:
-    from sqlalchemy import select
-
     async with context.repository.sessions() as session:
         query = select(File).where(
             File.package == name.package, File.revision == name.revision, File.filename == name.filename
@@ -184,29 +186,9 @@ async def find_by_name(context: AppContext, name: TargetName) -> File | None:
         return await session.scalar(query)
 
 
-async def store_verified(context: AppContext, info: TargetFile, source: Path) -> tuple[str, MultiHasher]:
-    """Put a downloaded, TUF-verified file into our storage (once per content) through the upload's verifying
-    stream; returns the object key and the hasher holding all four digests."""
-    first = MultiHasher()
-    for chunk in _file_chunks(source):
-        first.update(chunk)
-    digests = first.digests()
-    if digests.sha256 != info.hashes["sha256"] or digests.sha512 != info.hashes.get("sha512", digests.sha512):
-        raise RefusedError("hash_mismatch", f"{info.path}: the file changed after it was verified")
-    declared = Declared(size=digests.size, md5=digests.md5, sha256=digests.sha256)
-    hasher = MultiHasher()
-    key = await context.repository.object_for_sha256(digests.sha256)
-    if key is not None and await context.storage.head(key) is not None:
-        return key, first
-    key = object_key(digests.sha256)
-    body = verified_stream(_aiter(_file_chunks(source)), declared, hasher, context.settings.chunk_size)
-    await context.storage.put(key, body, size=declared.size, md5=declared.md5)
-    return key, hasher
-
-
-async def publish_imported(context: AppContext, file: File, channels: list[str]) -> bool:
+async def publish_imported(context: AppContext, file: File, channels: list[str], key_id: str) -> bool:
     """Published, in exactly ``channels``, with the state hooks (index, cache purges) run; True if it changed."""
-    change = await context.repository.set_state(file.id, FileState.published, IMPORT_KEY_ID)
+    change = await context.repository.set_state(file.id, FileState.published, key_id)
     assert change is not None
     moved = await Channels(context.repository.sessions).set(file.id, channels)
     if change.changed or moved:
@@ -215,21 +197,39 @@ async def publish_imported(context: AppContext, file: File, channels: list[str])
     return change.changed or moved
 
 
+async def record_imported(context: AppContext, info: TargetFile, record: File, created: bool) -> File | None:
+    """Add the record of a stored import and publish it in the upstream's channels. None when this name was
+    recorded here meanwhile (another request or process): our object is removed unless some file uses it."""
+    try:
+        await context.repository.add(record, record.created_by)
+    except DuplicateFileError:
+        if created and not await context.repository.object_in_use(record.object_key):
+            await context.storage.delete(record.object_key)
+        return None
+    await publish_imported(context, record, target_channels(info), record.created_by)
+    return record
+
+
+def _md5_of(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+
+
 async def import_target(context: AppContext, info: TargetFile, source: Path) -> File:
-    """Record a verified, stored file under the upstream's name, published in its channels."""
+    """Store a downloaded, TUF-verified file through the upload's verifying store (which checks it against the
+    signed size and SHA-256 again while it streams) and record it under the upstream's name, published in its
+    channels. The MD5 the store is handed is not signed upstream: it is computed here first."""
     name = split_target(info.path)
-    key, hasher = await store_verified(context, info, source)
-    record = file_record(
-        hasher.digests(),
-        package=name.package,
-        revision=name.revision,
-        filename=name.filename,
-        visibility=Visibility.public.value,
-        key=key,
-        key_id=IMPORT_KEY_ID,
-    )
-    await context.repository.add(record, IMPORT_KEY_ID)
-    await publish_imported(context, record, target_channels(info))
+    declared = Declared(size=info.length, md5=await asyncio.to_thread(_md5_of, source), sha256=info.hashes["sha256"])
+    fields = UploadFields(name.package, name.revision, name.filename, Visibility.public, declared)
+    try:
+        _, created, record = await store(context, fields, _aiter(_file_chunks(source)), IMPORT_KEY_ID)
+    except DigestMismatchError as exc:
+        raise RefusedError("hash_mismatch", f"{info.path}: the file changed after it was verified: {exc}") from None
+    if record.sha512 != info.hashes.get("sha512", record.sha512):
+        raise RefusedError("hash_mismatch", f"{info.path}: the file changed after it was verified")
+    if await record_imported(context, info, record, created) is None:
+        raise RefusedError("conflict", f"{info.path}: a file with this name was recorded here meanwhile")
     return record
 
 
