@@ -407,13 +407,24 @@ def test_install_and_restart_failures_are_statuses_not_hook_errors(ctx, host, mo
     monkeypatch.setattr(workload, "install_release", real_install)
 
     def broken_restart(layout: object, unit_changed: bool) -> None:
+        host.calls.append(("broken-restart",))
         raise subprocess.CalledProcessError(1, ["systemctl", "restart", "updown"], stderr="Job failed")
 
+    recording_restart = workload.restart
     monkeypatch.setattr(workload, "restart", broken_restart)
     out = ctx.run(ctx.on.config_changed(), out)
     assert out.unit_status == testing.BlockedStatus(
         f"{RELEASE} failed its health check: the service is not ready (systemctl restart failed); kept drained"
     )
+    assert peer_of(out).local_unit_data["phase"] == "failed"
+    out = ctx.run(ctx.on.config_changed(), out)  # the same attempt is not retried on any event
+    assert out.unit_status.name == "blocked" and len(host.named("broken-restart")) == 1
+
+    monkeypatch.setattr(workload, "restart", recording_restart)
+    out = ctx.run(ctx.on.update_status(), out)  # a first start that failed is retried at update-status
+    assert host.named("restart") == [("restart", RELEASE)]
+    assert out.unit_status == testing.ActiveStatus(f"running {RELEASE}")
+    assert peer_of(out).local_unit_data["phase"] == "idle"
 
 
 def test_a_unit_that_cannot_run_still_acknowledges_a_peers_drain(ctx, host):
