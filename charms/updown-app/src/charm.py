@@ -361,11 +361,12 @@ class UpdownAppCharm(ops.CharmBase):
     def _ensure_installed(self, target: str) -> None:
         """Install the target (and, ahead of its turn, the release this charm carries: side by side, harmless)."""
         bundled = self._bundled_release()
-        if bundled and bundled != target and bundled not in workload.installed_releases(LAYOUT):
+        installed = workload.installed_releases(LAYOUT)
+        if bundled and bundled != target and bundled not in installed:
             self._install(bundled)
-        if not target or target in workload.installed_releases(LAYOUT):
+        if not target or target in installed:
             return
-        if target != self._bundled_release():
+        if target != bundled:
             raise StateError(ops.BlockedStatus(_not_carried(target)))
         self._install(target)
 
