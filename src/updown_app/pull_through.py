@@ -113,6 +113,9 @@ class PullThrough:
 
     async def serve(self, request: Request, package: str, revision: str, filename: str) -> Response | ObjectResponse:
         path = f"{package}/{revision}/{filename}"
+        if await self.context.repository.name_taken(package, revision, filename):
+            # Here but not served (unpublished or private here): the upstream's copy must not override that.
+            raise ApiError(404, "not_found", "no such file")
         info = await self._targetinfo(path)
         try:
             if info is None:

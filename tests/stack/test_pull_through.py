@@ -117,6 +117,18 @@ def test_unknown_unpublished_and_private_files_are_404(
     assert get(local, "/hidden/1/p.bin").status_code == 404
 
 
+def test_a_file_unpublished_here_is_not_pulled_again(
+    upstream: ServerProcess, local: ServerProcess, tmp_path: Path
+) -> None:
+    record = publish(upstream, tmp_path, "withheld", "w.bin", b"upstream copy", [])
+    (tmp_path / "w.bin").write_bytes(b"local copy")
+    with local.client() as c:
+        c.upload(tmp_path / "w.bin", package="withheld", revision="1")  # here, unpublished
+    before = pulled(local, "stored")
+    assert get(local, record["path"]).status_code == 404
+    assert pulled(local, "stored") == before
+
+
 def test_tampered_upstream_file_is_never_served_nor_stored(
     upstream: ServerProcess, local: ServerProcess, container: str, tmp_path: Path
 ) -> None:
