@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from ops import testing
 
 import charm as charm_module
 import workload
-from tests.charms.tls import make_ca
+from tests.charms.test_cache_rendered_configs import need
+from tests.charms.tls import make_ca, make_tls
 
 PUBLIC = "updown.test"
 PRIVATE = "private.updown.test"
@@ -101,6 +104,30 @@ def test_config_change_reloads_varnish_keeping_its_cache(cache_ctx, cache_host, 
     cache_host.clear()
     cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair, grace=60, **{"cache-size": "8G"}))
     assert ["systemctl", "restart", "varnish"] in cache_host
+
+
+def test_a_config_haproxy_rejects_is_not_left_on_disk(cache_ctx, cache_host, tls_pair, monkeypatch):
+    """A TLS secret whose key does not match its certificate: the real `haproxy -c` refuses it, the previous
+    files stay in place and nothing reloads, and the retried hook fails again instead of finding nothing to do."""
+    recorded = workload.run
+
+    def run(argv: list[str]) -> None:
+        if argv[:2] == ["haproxy", "-c"]:
+            subprocess.run([need("haproxy"), *argv[1:]], check=True, capture_output=True, text=True)
+        recorded(argv)
+
+    monkeypatch.setattr(workload, "run", run)
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair))
+    before = {p: p.read_text() for p in (layout().haproxy_cfg, layout().tls_pem, layout().vcl)}
+    chain, _ = tls_pair
+    _, other_key = make_tls("updown.test", ["updown.test"])
+    mismatched = (chain, other_key)
+    cache_host.clear()
+    for _attempt in range(2):  # the hook, then Juju's retry of it
+        with pytest.raises(testing.errors.UncaughtCharmError):
+            cache_ctx.run(cache_ctx.on.config_changed(), ready_state(mismatched, grace=60))
+        assert {p: p.read_text() for p in before} == before
+    assert not any(cmd[0] in ("systemctl", "varnishreload") for cmd in cache_host)
 
 
 def test_unit_publishes_its_varnish_to_peers_and_app(cache_ctx, cache_host, tls_pair):

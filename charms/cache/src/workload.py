@@ -10,7 +10,7 @@ import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -524,14 +524,38 @@ def local_backend(state: CacheState, layout: Layout) -> list[str]:
     return nginx_command(layout, "-g", "daemon off;")
 
 
+def write_checked(
+    files: dict[Path, str], check: Callable[[], None], private: frozenset[Path] = frozenset()
+) -> set[Path]:
+    """write_files, then `check` the result; when the check fails, the previous contents are put back and the
+    error raised: a rejected config must neither wait on disk for the next restart nor look applied to the
+    retried hook (which would find nothing changed and skip the check)."""
+    before = {path: path.read_text() if path.exists() else None for path in files}
+    changed = write_files(files, private)
+    if not changed:
+        return changed
+    try:
+        check()
+    except Exception:
+        for path in changed:
+            old = before[path]
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_files({path: old}, private)
+        raise
+    return changed
+
+
 def apply_backend(state: CacheState, layout: Layout) -> set[Path]:
     """Write nginx.conf (and the store's CA), check it with `nginx -t`, reload nginx gracefully: the master
     starts new workers on the new config, old ones finish their requests; the cache on disk is kept."""
-    changed = write_files(rendered_backend_files(state, layout))
     backend_dirs(layout)
+    changed = write_checked(
+        rendered_backend_files(state, layout), lambda: run(["nginx", "-t", "-q", "-c", str(layout.nginx_conf)])
+    )
     if not changed:
         return changed
-    run(["nginx", "-t", "-q", "-c", str(layout.nginx_conf)])
     run(["systemctl", "reload-or-restart", "nginx"])
     run(["systemctl", "enable", "--now", "nginx"])
     return changed
@@ -565,10 +589,9 @@ def apply(state: CacheState, layout: Layout) -> set[Path]:
     storage size or listen address (the drop-in) needs a varnish restart, which empties that unit's cache."""
     if state.config.role is Role.BACKEND:
         return apply_backend(state, layout)
-    changed = write_files(rendered_files(state, layout), private=frozenset({layout.tls_pem}))
+    changed = write_checked(rendered_files(state, layout), lambda: check_configs(layout), frozenset({layout.tls_pem}))
     if not changed:
         return changed
-    check_configs(layout)
     if layout.varnish_dropin in changed:
         run(["systemctl", "daemon-reload"])
         run(["systemctl", "restart", "varnish"])
