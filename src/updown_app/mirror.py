@@ -27,7 +27,6 @@ from sqlalchemy import select
 from updown_app.context import AppContext
 from updown_app.metadata.channels import Channels
 from updown_app.metadata.models import File, FileState, Visibility
-from updown_app.storage.base import StorageError
 from updown_app.upstream import (
     IMPORT_KEY_ID,
     RefusedError,
@@ -103,7 +102,8 @@ async def mirror(
         summary.error = {"reason": refusal_reason(exc), "message": f"{type(exc).__name__}: {exc}"}
         log.error("upstream metadata refused", extra={"reason": summary.error["reason"]})
         return summary
-    targets = {p: t for p, t in upstream.targets().items() if selected(t.custom, packages, channels)}
+    every = upstream.targets()
+    targets = {p: t for p, t in every.items() if selected(t.custom, packages, channels)}
     summary.selected = len(targets)
     chans = Channels(context.repository.sessions)
     for path, info in sorted(targets.items()):
@@ -132,10 +132,10 @@ async def mirror(
         except RefusedError as exc:
             summary.refused.append({"path": path, "reason": exc.reason, "message": str(exc)})
             log.error("target refused", extra={"path": path, "reason": exc.reason})
-        except (OSError, StorageError, Exception) as exc:
+        except Exception as exc:  # network, storage, database: this target failed, the others go on
             summary.failed.append({"path": path, "reason": type(exc).__name__, "message": str(exc)[:300]})
             log.exception("target failed", extra={"path": path})
-    await _unpublish_gone(context, set(upstream.targets()), packages, channels, summary)
+    await _unpublish_gone(context, set(every), packages, channels, summary)
     return summary
 
 
@@ -143,6 +143,8 @@ async def _unpublish_gone(
     context: AppContext, upstream_paths: set[str], packages: list[str], channels: list[str], summary: Summary
 ) -> None:
     """Files this command imported that upstream no longer publishes: unpublished, like upstream did."""
+    if channels:  # with a channel filter, absence from the selection says nothing
+        return
     async with context.repository.sessions() as session:
         query = select(File).where(File.created_by == IMPORT_KEY_ID, File.state == FileState.published.value)
         if packages:
@@ -150,7 +152,7 @@ async def _unpublish_gone(
         imported = list((await session.scalars(query)).all())
     for file in imported:
         path = f"{file.package}/{file.revision}/{file.filename}"
-        if path in upstream_paths or channels:  # with a channel filter, absence says nothing
+        if path in upstream_paths:
             continue
         summary.unpublished.append(path)
         if summary.dry_run:
