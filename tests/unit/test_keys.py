@@ -11,7 +11,7 @@ from pathlib import Path
 from tuf.api.metadata import Metadata, Root
 
 from tests.support.tuf_index import make_index_keys
-from updown_app.index.keys import load_signers, root_versions
+from updown_app.index.keys import load_signers, root_versions, signer_from_pem
 
 
 def keys_cmd(*args: str) -> subprocess.CompletedProcess[str]:
@@ -65,7 +65,11 @@ def test_rotate_chains_and_refuses_a_foreign_root_key(tmp_path: Path) -> None:
 
     # A new root key: root 3 is signed by the old and the new one.
     keys.rotate("--new-root-key", str(tmp_path / "a" / "root-key-2.pem"))
-    assert [v for v, _ in root_versions(keys.root_dir)] == [1, 2, 3]
+    versions = root_versions(keys.root_dir)
+    assert [v for v, _ in versions] == [1, 2, 3]
+    root3 = Metadata[Root].from_bytes(versions[2][1]).signed
+    new_root_key = signer_from_pem((tmp_path / "a" / "root-key-2.pem").read_text())
+    assert root3.roles["root"].keyids == [new_root_key.public_key.keyid] != root2.roles["root"].keyids
 
     other = make_index_keys(tmp_path / "b")
     out = keys_cmd(
