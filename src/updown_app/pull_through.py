@@ -74,7 +74,7 @@ class PullThrough:
         self.http = httpx.AsyncClient(
             verify=verify, timeout=httpx.Timeout(up.timeout, connect=min(up.timeout, 10.0)), trust_env=False
         )
-        self._refreshed = 0.0
+        self._refreshed = float("-inf")  # monotonic() may be small right after boot
         self._refresh_lock = asyncio.Lock()
         self._inflight: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -100,15 +100,15 @@ class PullThrough:
         When a refresh fails, what was verified before is used; with nothing verified, ApiError 503."""
         async with self._refresh_lock:
             if time.monotonic() - self._refreshed >= self.settings.upstream.refresh_interval:
+                # A failed attempt waits its turn too: a down upstream is not retried by every missing download
+                # (each behind this lock, each waiting for its own connect timeout).
+                self._refreshed = time.monotonic()
                 try:
                     await asyncio.to_thread(self.index.refresh)
-                    self._refreshed = time.monotonic()
                 except Exception as exc:
                     log.warning("upstream index refresh failed", extra={"reason": refusal_reason(exc)})
-                    if self.index.updater is None:
-                        raise ApiError(
-                            503, "upstream_unavailable", "the upstream is unavailable", {"retry-after": "30"}
-                        ) from None
+        if self.index.updater is None:
+            raise ApiError(503, "upstream_unavailable", "the upstream is unavailable", {"retry-after": "30"})
         return await asyncio.to_thread(self.index.targetinfo, path)
 
     async def serve(self, request: Request, package: str, revision: str, filename: str) -> Response | ObjectResponse:
