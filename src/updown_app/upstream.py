@@ -199,13 +199,16 @@ async def publish_imported(context: AppContext, file: File, channels: list[str],
 
 async def record_imported(context: AppContext, info: TargetFile, record: File, created: bool) -> File | None:
     """Add the record of a stored import and publish it in the upstream's channels. None when this name was
-    recorded here meanwhile (another request or process): our object is removed unless some file uses it."""
+    recorded here meanwhile (another request or process). When no record is made, our object is removed unless
+    some file uses it (as an upload does)."""
     try:
         await context.repository.add(record, record.created_by)
-    except DuplicateFileError:
+    except BaseException as exc:
         if created and not await context.repository.object_in_use(record.object_key):
             await context.storage.delete(record.object_key)
-        return None
+        if isinstance(exc, DuplicateFileError):
+            return None
+        raise
     await publish_imported(context, record, target_channels(info), record.created_by)
     return record
 
@@ -227,6 +230,8 @@ async def import_target(context: AppContext, info: TargetFile, source: Path) -> 
     except DigestMismatchError as exc:
         raise RefusedError("hash_mismatch", f"{info.path}: the file changed after it was verified: {exc}") from None
     if record.sha512 != info.hashes.get("sha512", record.sha512):
+        if created and not await context.repository.object_in_use(record.object_key):
+            await context.storage.delete(record.object_key)
         raise RefusedError("hash_mismatch", f"{info.path}: the file changed after it was verified")
     if await record_imported(context, info, record, created) is None:
         raise RefusedError("conflict", f"{info.path}: a file with this name was recorded here meanwhile")
