@@ -129,8 +129,20 @@ async def _set_state(request: Request, state: FileState) -> JSONResponse:
     moved = wanted is not None and await channels.set(change.file.id, wanted)
     if change.changed or moved:
         log.info(state.value, extra={"file_id": change.file.id, "key_id": key_id, "channels": wanted})
-        for hook in context.state_hooks:
-            await hook(change.file, state)
+        try:
+            for hook in context.state_hooks:
+                await hook(change.file, state)
+        except Exception:
+            # The change is committed; the index's background refresh rebuilds from the files table, and latest
+            # redirects are short-lived. Say so rather than answer an opaque 500.
+            log.exception("propagating a state change failed", extra={"file_id": change.file.id})
+            raise ApiError(
+                503,
+                "propagation_pending",
+                f"the file is {state.value}; the signed index and the caches catch up within the index refresh "
+                "interval",
+                {"retry-after": "60"},
+            ) from None
     body = file_json(change.file)
     body["channels"] = await channels.of(change.file.id)
     return JSONResponse(body)
