@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -47,13 +48,21 @@ def object_key(sha256: str) -> str:
     return f"sha256/{sha256[:2]}/{sha256}"
 
 
+# Control (Cc), format (Cf: bidi controls, zero-width), surrogate, private-use, unassigned, line/paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
 def check_filename(name: str) -> str:
     if not name or len(name.encode()) > 255:
         raise _bad("invalid_filename", "filename must be 1-255 bytes")
     if "/" in name or "\\" in name or name in (".", "..") or ".." in name:
         raise _bad("invalid_filename", "filename must not contain path separators or '..'")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise _bad("invalid_filename", "filename must not contain control characters")
+    if unicodedata.normalize("NFC", name) != name:
+        # One spelling per name: NFD "ü" and NFC "ü" would otherwise be two files that look the same.
+        raise _bad("invalid_filename", "filename must be NFC-normalised Unicode")
+    if any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in name):
+        # Bidi overrides (U+202E) and zero-width characters make a name display as another one.
+        raise _bad("invalid_filename", "filename must not contain control, format (bidi) or unassigned characters")
     if name.startswith("."):
         raise _bad("invalid_filename", "filename must not start with '.'")
     return name
