@@ -8,7 +8,7 @@ bad signatures, expired metadata and rolled-back versions are refused and nothin
 target missing here is downloaded (resuming an interrupted download), checked against its signed length and
 hashes, stored and recorded through the upload's verifying code, and published under the same name in the same
 channels. A target whose bytes do not match is refused; the others are imported. Files already here are only
-brought to the upstream's channels; files this command imported that upstream no longer publishes are
+brought to the upstream's channels, unless they are not published here by a local decision (skipped); files this command imported that upstream no longer publishes are
 unpublished. Idempotent and incremental; the trusted metadata lives in ``<data_dir>/upstreams/<host>``.
 
 Prints a JSON summary. Exit status: 0 everything selected is in sync; 1 some targets were refused or failed
@@ -53,6 +53,7 @@ class Summary:
     updated: list[str] = field(default_factory=list)
     unpublished: list[str] = field(default_factory=list)
     unchanged: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     error: dict[str, str] | None = None
@@ -72,6 +73,7 @@ class Summary:
             "updated": self.updated,
             "unpublished": self.unpublished,
             "unchanged": self.unchanged,
+            "skipped": self.skipped,
             "refused": self.refused,
             "failed": self.failed,
             "error": self.error,
@@ -113,6 +115,12 @@ async def mirror(
             if local is not None:
                 if local.sha256 != info.hashes.get("sha256") or local.visibility != Visibility.public.value:
                     raise RefusedError("conflict", f"{path}: a different file has this name here")
+                if local.state != FileState.published.value and not await _unpublished_by_mirror(context, local):
+                    # Uploaded here and not published, or unpublished by the local operator: a local decision.
+                    summary.skipped.append(
+                        {"path": path, "reason": "unpublished_here", "message": f"{path}: not published here"}
+                    )
+                    continue
                 wanted = target_channels(info)
                 if local.state == FileState.published.value and await chans.of(local.id) == wanted:
                     summary.unchanged += 1
@@ -137,6 +145,12 @@ async def mirror(
             log.exception("target failed", extra={"path": path})
     await _unpublish_gone(context, set(every), packages, channels, summary)
     return summary
+
+
+async def _unpublished_by_mirror(context: AppContext, file: File) -> bool:
+    """Whether the file's last state change was this command's own unpublish (upstream had dropped it)."""
+    events = [e for e in await context.repository.events(file.id) if e.action in ("publish", "unpublish")]
+    return bool(events) and events[-1].action == "unpublish" and events[-1].key_id == IMPORT_KEY_ID
 
 
 async def _unpublish_gone(
