@@ -8,8 +8,9 @@ bad signatures, expired metadata and rolled-back versions are refused and nothin
 target missing here is downloaded (resuming an interrupted download), checked against its signed length and
 hashes, stored and recorded through the upload's verifying code, and published under the same name in the same
 channels. A target whose bytes do not match is refused; the others are imported. Files already here are only
-brought to the upstream's channels, unless they are not published here by a local decision (skipped); files this command imported that upstream no longer publishes are
-unpublished. Idempotent and incremental; the trusted metadata lives in ``<data_dir>/upstreams/<host>``.
+brought to the upstream's channels, unless not published here by a local decision (skipped); files this command
+imported that upstream no longer publishes are unpublished. Idempotent and incremental; the trusted metadata lives
+in ``<data_dir>/upstreams/<host>``.
 
 Prints a JSON summary. Exit status: 0 everything selected is in sync; 1 some targets were refused or failed
 (the rest is imported); 2 the upstream's metadata was refused or unreachable (nothing changed).

@@ -48,6 +48,7 @@ from updown_app.upstream import (
 log = logging.getLogger("updown.pull_through")
 PULL_KEY_ID = "pull-through"
 _QUEUE_CHUNKS = 8  # chunks buffered between the upstream and a slow client
+_TRANSIENT = ("unreachable", "upstream_error")  # a refresh that failed without refusing anything
 
 
 def _md5_from_digest(header: str) -> str | None:
@@ -76,6 +77,7 @@ class PullThrough:
         )
         self._refreshed = float("-inf")  # monotonic() may be small right after boot
         self._refresh_lock = asyncio.Lock()
+        self._refused: str | None = None  # why the last refresh refused the upstream's metadata
         self._inflight: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -97,7 +99,10 @@ class PullThrough:
 
     async def _targetinfo(self, path: str) -> TargetFile | None:
         """The upstream's verified record of ``path``; the metadata is refreshed at most every refresh_interval.
-        When a refresh fails, what was verified before is used; with nothing verified, ApiError 503."""
+
+        When the upstream is unreachable, what was verified before is used while it has not expired. When its
+        metadata was refused (expired/frozen, rolled back, badly signed) or what is trusted has expired, nothing
+        new is served, as ``updown mirror`` imports nothing then: ApiError 503 (also with nothing verified)."""
         async with self._refresh_lock:
             if time.monotonic() - self._refreshed >= self.settings.upstream.refresh_interval:
                 # A failed attempt waits its turn too: a down upstream is not retried by every missing download
@@ -105,10 +110,19 @@ class PullThrough:
                 self._refreshed = time.monotonic()
                 try:
                     await asyncio.to_thread(self.index.refresh)
+                    self._refused = None
                 except Exception as exc:
-                    log.warning("upstream index refresh failed", extra={"reason": refusal_reason(exc)})
+                    reason = refusal_reason(exc)
+                    log.warning("upstream index refresh failed", extra={"reason": reason})
+                    self._refused = None if reason in _TRANSIENT else reason
         if self.index.updater is None:
             raise ApiError(503, "upstream_unavailable", "the upstream is unavailable", {"retry-after": "30"})
+        stale = self._refused or ("expired_metadata" if self.index.expired() else None)
+        if stale is not None:
+            PULL_THROUGH.labels("stale").inc()
+            raise ApiError(
+                503, "upstream_stale", f"the upstream's signed index is not fresh ({stale})", {"retry-after": "30"}
+            )
         return await asyncio.to_thread(self.index.targetinfo, path)
 
     async def serve(self, request: Request, package: str, revision: str, filename: str) -> Response | ObjectResponse:

@@ -123,6 +123,13 @@ class UpstreamIndex:
         updater.refresh()
         self.updater = updater
 
+    def expired(self) -> bool:
+        """Whether any top-level metadata trusted so far has expired by now: a replayed (frozen) index is only
+        refused by python-tuf at the next refresh, and between refreshes the last one is reused."""
+        assert self.updater is not None, "refresh() first"
+        trusted = self.updater._trusted_set
+        return any(role.is_expired() for role in (trusted.root, trusted.timestamp, trusted.snapshot, trusted.targets))
+
     def targets(self) -> dict[str, TargetFile]:
         """Every target of the verified top-level targets metadata (ngclient looks targets up one at a time; the
         list comes from its trusted set, which holds only verified metadata)."""

@@ -1,0 +1,113 @@
+"""Attacks on imports, played by a malicious proxy between two real instances (the upstream on the real Swift):
+a frozen index, a byte flipped early in a file followed by an If-Range resume, a tampered HEAD, dropped
+connections, broken answers; and the local operator's unpublish kept against the mirror."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.stack.test_mirror import current, publish, resign_timestamp
+from tests.support.attack_proxy import AttackProxy
+from tests.support.server import ServerProcess, make_server
+from tests.support.tuf_index import IndexKeys
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def proxy(upstream: ServerProcess) -> Iterator[AttackProxy]:
+    p = AttackProxy(upstream)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def puller(tmp_path: Path, proxy: AttackProxy, keys: IndexKeys) -> Iterator[ServerProcess]:
+    """A fresh instance pulling through from the upstream, through the proxy."""
+    env = {
+        "UPDOWN_UPSTREAM__URL": proxy.url,
+        "UPDOWN_UPSTREAM__ROOT_FILE": str(keys.first_root),
+        "UPDOWN_UPSTREAM__REFRESH_INTERVAL": "0",
+        "UPDOWN_UPSTREAM__TIMEOUT": "5",
+        "UPDOWN_LOOKUP_CACHE_TTL": "0",
+    }
+    srv = make_server(tmp_path / "puller", extra_env=env).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def mirror_here(tmp_path: Path) -> Iterator[ServerProcess]:
+    srv = make_server(tmp_path / "mirror", extra_env={"UPDOWN_LOOKUP_CACHE_TTL": "0"}).start()
+    yield srv
+    srv.stop()
+
+
+def get(srv: ServerProcess, path: str, method: str = "GET", **headers: str) -> httpx.Response:
+    with srv.http() as http:
+        return http.request(method, path, headers=headers)
+
+
+def wait_for_object(srv: ServerProcess, sha256: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(o.endswith(sha256) for o in srv.objects()):
+        assert time.monotonic() < deadline, "not stored in time"
+        time.sleep(0.05)
+
+
+def log_lines(srv: ServerProcess) -> list[dict[str, Any]]:
+    lines = []
+    for line in srv.log().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            lines.append({"raw": line})
+    return lines
+
+
+# Pull-through -----------------------------------------------------------------------------------------------------
+
+
+def test_a_frozen_index_serves_nothing_new(
+    upstream: ServerProcess, puller: ServerProcess, proxy: AttackProxy, keys: IndexKeys, tmp_path: Path
+) -> None:
+    kept = publish(upstream, tmp_path, "frozen", "kept.bin", b"pulled while fresh", [])
+    dropped = publish(upstream, tmp_path, "frozen", "dropped.bin", b"unpublished upstream later", [])
+    proxy.replay[dropped["path"]] = proxy.record(dropped["path"])  # the attacker keeps the bytes
+    # The attacker freezes the index at a timestamp that is valid now (signed with the real online key) and
+    # expires in a few seconds, as a real one does after its lifetime.
+    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+    frozen = resign_timestamp(keys, current(upstream, "timestamp.json"), lambda t: setattr(t, "expires", expires))
+    proxy.replay["/-/tuf/metadata/timestamp.json"] = proxy.record("/-/tuf/metadata/timestamp.json")
+    proxy.replay["/-/tuf/metadata/timestamp.json"].body = frozen
+
+    assert get(puller, kept["path"]).content == b"pulled while fresh"
+    with upstream.client() as c:
+        c.unpublish(dropped["id"])
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 1.5)
+
+    for method in ("GET", "HEAD"):
+        r = get(puller, dropped["path"], method)
+        assert r.status_code == 503, (method, r.status_code)
+        if method == "GET":
+            assert r.json()["error"]["code"] == "upstream_stale"
+    assert not any(o.endswith(dropped["sha256"]) for o in puller.objects())
+    # What was pulled before stays as it is.
+    r = get(puller, kept["path"])
+    assert r.status_code == 200 and r.content == b"pulled while fresh"
+
+    # Once the truth is served again, the unpublished file is unknown: 404, never pulled.
+    proxy.replay.clear()
+    assert get(puller, dropped["path"]).status_code == 404
+    assert not any(o.endswith(dropped["sha256"]) for o in puller.objects())
+
+
+# The mirror -------------------------------------------------------------------------------------------------------
