@@ -1,13 +1,13 @@
 """Pull-through downloads: a public download this instance does not have is fetched from the configured upstream,
-verified against the upstream's signed (TUF) index, streamed to the client and stored, so the next request is
-served from here, and keeps being served when the upstream is down.
+verified against the upstream's signed (TUF) index, stored, and then answered as an ordinary local download, so
+every later request is served from here, and keeps being served when the upstream is down.
 
-The bytes go through the upload's verifying stream into our storage while they are copied to the client. The
-verifying stream holds the last chunk back until size, MD5 and the signed SHA-256 matched, so a client never
-receives a complete body that failed a check (the connection is cut instead) and no record is made of it. The
-MD5 comes from the upstream's ``Digest`` header: not signed, it only feeds the object store's own receipt check;
-the signed SHA-256 and SHA-512 decide. The first answer is ``no-store`` (the caches take the file from the next,
-ordinary answer); Range is ignored on it. Concurrent requests for one missing file wait for the first to finish.
+The bytes go through the upload's verifying stream into our storage (size, MD5 and the signed SHA-256, then the
+signed SHA-512) before anything is answered: a client never receives a byte that was not verified, so no validator
+(ETag, Last-Modified) it could resume on with If-Range ever covers unverified bytes. The cost is latency: the first
+byte of a first-time pull arrives once the whole file is stored (measured in docs/index-and-mirroring.md). The
+MD5 comes from the upstream's ``Digest`` header: not signed, it only feeds the object store's own receipt check.
+Concurrent requests for one missing file wait for the first to finish.
 """
 
 from __future__ import annotations
@@ -15,22 +15,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import mimetypes
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from tuf.api.metadata import TargetFile
 
 from updown_app.api.streaming import ObjectResponse
 from updown_app.api.upload import file_record, object_key
 from updown_app.context import AppContext
-from updown_app.errors import ApiError, error_response
-from updown_app.hashing import Declared, DigestMismatchError, MultiHasher, VerifiedBody, verified_stream
+from updown_app.errors import ApiError
+from updown_app.hashing import Declared, DigestMismatchError, MultiHasher, verified_stream
 from updown_app.index.fetcher import CHUNK
 from updown_app.metadata.models import File, Visibility
 from updown_app.metrics import PULL_THROUGH
@@ -47,7 +45,7 @@ from updown_app.upstream import (
 
 log = logging.getLogger("updown.pull_through")
 PULL_KEY_ID = "pull-through"
-_QUEUE_CHUNKS = 8  # chunks buffered between the upstream and a slow client
+_RETRY = {"retry-after": "30"}
 _TRANSIENT = ("unreachable", "upstream_error")  # a refresh that failed without refusing anything
 
 
@@ -89,6 +87,7 @@ class PullThrough:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # raised to the request, if still there
         return task
 
     async def aclose(self) -> None:
@@ -138,16 +137,16 @@ class PullThrough:
         except RefusedError:
             raise ApiError(404, "not_found", "no such file") from None
         existing = await self.context.repository.object_for_sha256(info.hashes["sha256"])
-        # Checked after the last await: _import_whole and _stream claim the path before they first suspend, so
-        # requests that arrived during the index refresh wait for one fetch instead of each starting their own.
+        # Checked after the last await, and the path claimed below before the next one, so requests that arrived
+        # during the index refresh wait for one fetch instead of each starting their own.
         waiting = self._inflight.get(path)
         if waiting is not None:
             await waiting.wait()
             return await self._serve_local(request)
-        if request.method == "HEAD" or existing is not None:
-            await self._import_whole(info, existing)
-            return await self._serve_local(request)
-        return await self._stream(info)
+        # Shielded, so a client that leaves does not abort an import half-way (the next request finds it stored).
+        self._inflight[path] = asyncio.Event()
+        await asyncio.shield(self._spawn(self._import_whole(info, existing)))
+        return await self._serve_local(request)
 
     async def _serve_local(self, request: Request) -> Response | ObjectResponse:
         """The ordinary answer for what is now stored here (404 if it could not be imported)."""
@@ -157,7 +156,8 @@ class PullThrough:
         return await respond(self.context, request, file, private)
 
     async def _import_whole(self, info: TargetFile, existing: str | None) -> None:
-        event = self._inflight.setdefault(info.path, asyncio.Event())
+        """Fetch, verify, store and record the target (ApiError 502/503, one log line, when it cannot be)."""
+        event = self._inflight[info.path]
         try:
             if existing is not None and await self.context.storage.head(existing) is not None:
                 hasher = None
@@ -166,8 +166,22 @@ class PullThrough:
                 async with self.http.stream("GET", self.index.url(info.path), headers=self._headers()) as r:
                     if r.status_code != 200:
                         raise ApiError(502, "upstream_error", f"the upstream answered {r.status_code}")
-                    key, hasher = await self._store(info, r, r.aiter_bytes(CHUNK), None)
+                    key, hasher = await self._store(info, r, r.aiter_bytes(CHUNK))
             await self._record(info, key, hasher)
+            if hasher is not None:
+                PULL_THROUGH.labels("stored").inc()
+        except DigestMismatchError as exc:
+            PULL_THROUGH.labels("refused").inc()
+            log.warning("pull-through refused", extra={"path": info.path, "mismatch": exc.field})
+            raise ApiError(502, "upstream_mismatch", "the upstream's file does not match its signed index") from None
+        except (httpx.HTTPError, StorageError, ApiError) as exc:
+            PULL_THROUGH.labels("failed").inc()
+            log.warning("pull-through failed", extra={"path": info.path, "error": type(exc).__name__})
+            if isinstance(exc, ApiError):
+                raise
+            if isinstance(exc, StorageError):
+                raise ApiError(503, "storage_unavailable", "the object store is unavailable", _RETRY) from None
+            raise ApiError(503, "upstream_unavailable", "the upstream is unavailable", _RETRY) from None
         finally:
             event.set()
             self._inflight.pop(info.path, None)
@@ -180,7 +194,6 @@ class PullThrough:
         info: TargetFile,
         response: httpx.Response,
         source: AsyncIterator[bytes],
-        tee: asyncio.Queue[bytes | BaseException | None] | None,
     ) -> tuple[str, MultiHasher]:
         md5 = _md5_from_digest(response.headers.get("digest", ""))
         if md5 is None:
@@ -188,9 +201,8 @@ class PullThrough:
         declared = Declared(size=info.length, md5=md5, sha256=info.hashes["sha256"])
         hasher = MultiHasher()
         checked = verified_stream(source, declared, hasher, self.settings.chunk_size)
-        body = checked if tee is None else _Tee(checked, tee)
         key = object_key(declared.sha256)
-        await self.context.storage.put(key, body, size=declared.size, md5=declared.md5)
+        await self.context.storage.put(key, checked, size=declared.size, md5=declared.md5)
         if hasher.digests().sha512 != info.hashes.get("sha512", hasher.digests().sha512):
             if not await self.context.repository.object_in_use(key):
                 await self.context.storage.delete(key)
@@ -227,87 +239,3 @@ class PullThrough:
             file = await session.scalar(select(File).where(File.object_key == key).limit(1))
         assert file is not None
         return file
-
-    async def _stream(self, info: TargetFile) -> Response:
-        event = self._inflight.setdefault(info.path, asyncio.Event())
-        request = self.http.build_request("GET", self.index.url(info.path), headers=self._headers())
-        try:
-            upstream = await self.http.send(request, stream=True)
-        except httpx.HTTPError:
-            event.set()
-            self._inflight.pop(info.path, None)
-            return error_response(503, "upstream_unavailable", "the upstream is unavailable", {"retry-after": "30"})
-        if upstream.status_code != 200:
-            await upstream.aclose()
-            event.set()
-            self._inflight.pop(info.path, None)
-            return error_response(502, "upstream_error", f"the upstream answered {upstream.status_code}")
-        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(_QUEUE_CHUNKS)
-
-        async def fetch_and_store() -> None:
-            try:
-                key, hasher = await self._store(info, upstream, upstream.aiter_bytes(CHUNK), queue)
-                await self._record(info, key, hasher)
-                PULL_THROUGH.labels("stored").inc()
-                await queue.put(None)
-            except (DigestMismatchError, StorageError, httpx.HTTPError, ApiError) as exc:
-                PULL_THROUGH.labels("refused" if isinstance(exc, DigestMismatchError) else "failed").inc()
-                log.error("pull-through refused or failed", extra={"path": info.path, "error": type(exc).__name__})
-                await queue.put(exc)
-            finally:
-                await upstream.aclose()
-                event.set()
-                self._inflight.pop(info.path, None)
-
-        task = self._spawn(fetch_and_store())
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                while True:
-                    item = await queue.get()
-                    if item is None:
-                        return
-                    if isinstance(item, BaseException):
-                        raise item  # cuts the connection: the client never sees a complete bad body
-                    yield item
-            finally:
-                if not task.done():
-                    # The client left: keep storing (the next request finds it) without feeding the queue.
-                    self._spawn(_drain(queue, task))
-
-        filename = info.path.rsplit("/", 1)[1]
-        headers = {
-            "content-length": str(info.length),
-            "content-type": mimetypes.guess_type(filename)[0] or "application/octet-stream",
-            "content-disposition": f"attachment; filename*=UTF-8''{quote(filename, safe='')}",
-            "etag": f'"{info.hashes["sha256"]}"',
-            "cache-control": "no-store",
-        }
-        return StreamingResponse(body(), headers=headers)
-
-
-class _Tee:
-    """The verified stream to the store, each chunk also queued for the client. Still a verified stream to the
-    store (``verifies_md5``), so the backend does not compute the MD5 again."""
-
-    verifies_md5 = True
-
-    def __init__(self, checked: VerifiedBody, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
-        self._checked = checked
-        self._queue = queue
-
-    def __aiter__(self) -> _Tee:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await anext(self._checked)
-        await self._queue.put(chunk)
-        return chunk
-
-
-async def _drain(queue: asyncio.Queue[bytes | BaseException | None], task: asyncio.Task[None]) -> None:
-    while not task.done() or not queue.empty():
-        try:
-            await asyncio.wait_for(queue.get(), timeout=1.0)
-        except TimeoutError:
-            continue

@@ -4,7 +4,9 @@ connections, broken answers; and the local operator's unpublish kept against the
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -108,6 +110,87 @@ def test_a_frozen_index_serves_nothing_new(
     proxy.replay.clear()
     assert get(puller, dropped["path"]).status_code == 404
     assert not any(o.endswith(dropped["sha256"]) for o in puller.objects())
+
+
+def _resuming_client(srv: ServerProcess, path: str) -> bytes:
+    """A client that keeps what a cut 200 gave it and resumes with Range + If-Range on the validator it got
+    (ETag, else Last-Modified), as curl/aria2/browsers do; an answer without a validator is fetched again."""
+    got = b""
+    validator: str | None = None
+    for _ in range(5):
+        headers = {}
+        if got and validator is not None:
+            headers = {"range": f"bytes={len(got)}-", "if-range": validator}
+        elif got:
+            got = b""
+        try:
+            with srv.http() as http, http.stream("GET", path, headers=headers) as r:
+                if r.status_code == 200:
+                    got = b""
+                    validator = r.headers.get("etag") or r.headers.get("last-modified")
+                elif r.status_code != 206:
+                    time.sleep(0.2)
+                    continue
+                for chunk in r.iter_bytes():
+                    got += chunk
+                return got
+        except httpx.RemoteProtocolError:
+            continue  # cut: resume
+    raise AssertionError("no complete answer")
+
+
+def test_a_byte_flipped_early_never_reaches_a_resuming_client(
+    upstream: ServerProcess, puller: ServerProcess, proxy: AttackProxy, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * MiB)
+    record = publish(upstream, tmp_path, "flipped", "f.bin", data, [])
+    proxy.flip_once[record["path"]] = 100
+    first = puller.http().send(puller.http().build_request("GET", record["path"]), stream=True)
+    try:
+        prefix = b""
+        try:
+            for chunk in first.iter_bytes():
+                prefix += chunk
+        except httpx.RemoteProtocolError:
+            pass
+        # An answer carrying unverified bytes has no validator a client could resume on.
+        if prefix[:101] != data[:101]:
+            for validator in ("etag", "last-modified", "accept-ranges", "repr-digest"):
+                assert validator not in first.headers, validator
+        assert first.status_code != 200 or prefix == data
+    finally:
+        first.close()
+
+    # The untampered file arrives meanwhile (the attacker let it through); a client resuming from what the first
+    # answer gave it still ends with exactly the signed file.
+    assert get(puller, record["path"]).content == data
+    wait_for_object(puller, record["sha256"])
+    proxy.flip_once[record["path"]] = 100
+    assert hashlib.sha256(_resuming_client(puller, record["path"])).hexdigest() == record["sha256"]
+
+
+def test_tampered_head_and_get_are_clear_errors_logged_as_such(
+    upstream: ServerProcess, puller: ServerProcess, proxy: AttackProxy, tmp_path: Path
+) -> None:
+    record = publish(upstream, tmp_path, "tamperhead", "t.bin", os.urandom(2 * MiB), [])
+    for method in ("HEAD", "GET"):
+        proxy.flip_once[record["path"]] = 10
+        try:
+            r = get(puller, record["path"], method)
+        except httpx.RemoteProtocolError:
+            pytest.fail(f"{method}: the connection was cut instead of a clear error")
+        assert r.status_code == 502, (method, r.status_code)
+        if method == "GET":
+            assert r.json()["error"]["code"] == "upstream_mismatch"
+    assert not any(o.endswith(record["sha256"]) for o in puller.objects())
+    lines = log_lines(puller)
+    assert not any("exception" in line or "Traceback" in line.get("raw", "") for line in lines), puller.log()
+    statuses = [
+        (line["method"], line["status"])
+        for line in lines
+        if line.get("logger") == "updown.access" and line.get("path") == record["path"]
+    ]
+    assert statuses == [("HEAD", 502), ("GET", 502)]
 
 
 # The mirror -------------------------------------------------------------------------------------------------------
