@@ -28,9 +28,11 @@ from sqlalchemy import select
 from updown_app.context import AppContext
 from updown_app.metadata.channels import Channels
 from updown_app.metadata.models import File, FileState, Visibility
+from updown_app.storage.base import StorageError
 from updown_app.upstream import (
     IMPORT_KEY_ID,
     RefusedError,
+    UpstreamFailure,
     UpstreamIndex,
     find_by_name,
     import_target,
@@ -103,7 +105,7 @@ async def mirror(
         upstream.refresh()
     except Exception as exc:
         summary.error = {"reason": refusal_reason(exc), "message": f"{type(exc).__name__}: {exc}"}
-        log.error("upstream metadata refused", extra={"reason": summary.error["reason"]})
+        log.error("upstream metadata refused: %s", summary.error["reason"], extra={"reason": summary.error["reason"]})
         return summary
     every = upstream.targets()
     targets = {p: t for p, t in every.items() if selected(t.custom, packages, channels)}
@@ -140,8 +142,12 @@ async def mirror(
             summary.imported.append(path)
         except RefusedError as exc:
             summary.refused.append({"path": path, "reason": exc.reason, "message": str(exc)})
-            log.error("target refused", extra={"path": path, "reason": exc.reason})
-        except Exception as exc:  # network, storage, database: this target failed, the others go on
+            log.error("target refused: %s: %s", path, exc.reason, extra={"path": path, "reason": exc.reason})
+        except (UpstreamFailure, StorageError) as exc:  # expected failures: one line, the summary says the rest
+            reason = exc.reason if isinstance(exc, UpstreamFailure) else "storage"
+            summary.failed.append({"path": path, "reason": reason, "message": str(exc)[:300]})
+            log.error("target failed: %s: %s", path, reason, extra={"path": path, "reason": reason})
+        except Exception as exc:  # database, a bug: this target failed, the others go on
             summary.failed.append({"path": path, "reason": type(exc).__name__, "message": str(exc)[:300]})
             log.exception("target failed", extra={"path": path})
     await _unpublish_gone(context, set(every), packages, channels, summary)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,8 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+from tuf.api.metadata import Metadata, Timestamp
 
-from tests.stack.test_mirror import current, publish, resign_timestamp
+from tests.stack.test_mirror import current, download, publish, resign_timestamp, run_mirror
 from tests.support.attack_proxy import AttackProxy
 from tests.support.server import ServerProcess, make_server
 from tests.support.tuf_index import IndexKeys
@@ -194,3 +197,106 @@ def test_tampered_head_and_get_are_clear_errors_logged_as_such(
 
 
 # The mirror -------------------------------------------------------------------------------------------------------
+
+
+def test_the_mirror_keeps_what_the_local_operator_unpublished(
+    upstream: ServerProcess, mirror_here: ServerProcess, keys: IndexKeys, tmp_path: Path
+) -> None:
+    imported = publish(upstream, tmp_path, "localdecision", "imported.bin", b"imported then withdrawn here", [])
+    local_copy = b"uploaded here, not published"
+    publish(upstream, tmp_path, "localdecision", "uploaded.bin", local_copy, [])
+    gone = publish(upstream, tmp_path, "localdecision", "gone.bin", b"dropped upstream, back later", [])
+    (tmp_path / "uploaded.bin").write_bytes(local_copy)
+    with mirror_here.client() as c:
+        c.upload(tmp_path / "uploaded.bin", package="localdecision", revision="1", filename="uploaded.bin")
+
+    args = ("--package", "localdecision")
+    status, summary = run_mirror(mirror_here, upstream.base_url, keys, *args, cacert=upstream.cert)
+    assert status == 0 and sorted(summary["imported"]) == ["localdecision/1/gone.bin", "localdecision/1/imported.bin"]
+    assert [s["path"] for s in summary["skipped"]] == ["localdecision/1/uploaded.bin"]
+    # The operator withdraws the imported file here.
+    _unpublish_here(mirror_here, "localdecision/1/imported.bin")
+    # Upstream drops a file and publishes it again: that one follows upstream.
+    with upstream.client() as c:
+        c.unpublish(gone["id"])
+    status, summary = run_mirror(mirror_here, upstream.base_url, keys, *args, cacert=upstream.cert)
+    assert summary["unpublished"] == ["localdecision/1/gone.bin"]
+    with upstream.client() as c:
+        c.publish(gone["id"])
+
+    status, summary = run_mirror(mirror_here, upstream.base_url, keys, *args, cacert=upstream.cert)
+    assert status == 0, summary
+    assert summary["updated"] == ["localdecision/1/gone.bin"]
+    assert sorted((s["path"], s["reason"]) for s in summary["skipped"]) == [
+        ("localdecision/1/imported.bin", "unpublished_here"),
+        ("localdecision/1/uploaded.bin", "unpublished_here"),
+    ]
+    assert download(mirror_here, imported["path"]).status_code == 404
+    assert download(mirror_here, "/localdecision/1/uploaded.bin").status_code == 404
+    assert download(mirror_here, gone["path"]).status_code == 200
+
+
+def _unpublish_here(srv: ServerProcess, path: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(srv.data_dir / "updown.db") as conn:
+        package, revision, filename = path.split("/")
+        (file_id,) = conn.execute(
+            "SELECT id FROM files WHERE package = ? AND revision = ? AND filename = ?", (package, revision, filename)
+        ).fetchone()
+    with srv.client() as c:
+        c.unpublish(file_id)
+
+
+def test_a_dropped_connection_is_one_line_and_a_failure(
+    upstream: ServerProcess, mirror_here: ServerProcess, keys: IndexKeys, proxy: AttackProxy, tmp_path: Path
+) -> None:
+    record = publish(upstream, tmp_path, "dropped", "d.bin", os.urandom(300_000), [])
+    proxy.drop.add(record["path"])
+    cmd = [sys.executable, "-m", "updown_app", "mirror", "--upstream", proxy.url]
+    cmd += ["--root-of-trust", str(keys.first_root), "--package", "dropped"]
+    proc = subprocess.run(cmd, env={**os.environ, **mirror_here.env}, capture_output=True, text=True, timeout=120)
+    summary = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert [(f["path"], f["reason"]) for f in summary["failed"]] == [(record["path"].lstrip("/"), "unreachable")]
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_summary_reasons_match_the_docs(
+    upstream: ServerProcess, mirror_here: ServerProcess, keys: IndexKeys, proxy: AttackProxy, tmp_path: Path
+) -> None:
+    record = publish(upstream, tmp_path, "reasons", "r.bin", b"reasons", [])
+    target = record["path"].lstrip("/")
+
+    # An upstream answering 500 for a file: a failure to retry, not a refusal of its bytes.
+    proxy.status[record["path"]] = 500
+    status, summary = run_mirror(mirror_here, proxy.url, keys, "--package", "reasons")
+    assert status == 1 and summary["refused"] == []
+    assert [(f["path"], f["reason"]) for f in summary["failed"]] == [(target, "upstream_error")]
+    proxy.status.clear()
+
+    # Metadata longer than the client accepts: refused metadata (exit 2), not an unreachable upstream.
+    ts = "/-/tuf/metadata/timestamp.json"
+    proxy.pad[ts] = 100_000
+    status, summary = run_mirror(mirror_here, proxy.url, keys, "--package", "reasons")
+    assert (status, summary["error"]["reason"]) == (2, "bad_metadata"), summary
+    proxy.pad.clear()
+
+    # A timestamp (validly signed) whose snapshot length does not match the snapshot: refused metadata too.
+    newest = Metadata[Timestamp].from_bytes(current(upstream, "timestamp.json")).signed
+
+    snapshot = current(upstream, f"{newest.snapshot_meta.version}.snapshot.json")
+
+    def wrong_length(t: Timestamp) -> None:
+        t.version = newest.version + 1
+        t.snapshot_meta.length = len(snapshot) + 10
+        t.snapshot_meta.hashes = None
+
+    proxy.replay[ts] = proxy.record(ts)
+    proxy.replay[ts].body = resign_timestamp(keys, current(upstream, "timestamp.json"), wrong_length)
+    # A first run (no snapshot trusted yet: a trusted local copy is not checked against the timestamp again).
+    fresh = ("--state-dir", str(tmp_path / "fresh-state"))
+    status, summary = run_mirror(mirror_here, proxy.url, keys, "--package", "reasons", *fresh)
+    assert (status, summary["error"]["reason"]) == (2, "bad_metadata"), summary
+    assert download(mirror_here, record["path"]).status_code == 404
