@@ -4,25 +4,29 @@ connections, broken answers; and the local operator's unpublish kept against the
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
-from tuf.api.metadata import Metadata, Timestamp
+from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Targets, Timestamp
 
-from tests.stack.test_mirror import current, download, publish, resign_timestamp, run_mirror
-from tests.support.attack_proxy import AttackProxy
-from tests.support.server import ServerProcess, make_server
+from tests.stack.test_mirror import _root_keyids, current, download, publish, resign_timestamp, run_mirror
+from tests.support.attack_proxy import Answer, AttackProxy
+from tests.support.server import ServerProcess, db_file_count, make_server
 from tests.support.tuf_index import IndexKeys
+from updown_app.index.keys import load_signers
 
 MiB = 1024 * 1024
 
@@ -300,3 +304,66 @@ def test_summary_reasons_match_the_docs(
     status, summary = run_mirror(mirror_here, proxy.url, keys, "--package", "reasons", *fresh)
     assert (status, summary["error"]["reason"]) == (2, "bad_metadata"), summary
     assert download(mirror_here, record["path"]).status_code == 404
+
+
+# Names ------------------------------------------------------------------------------------------------------------
+
+
+def _signer(keys: IndexKeys, role: str) -> Any:
+    (signer,) = [s for k, s in load_signers(keys.online_keys).items() if k in _root_keyids(keys, role)]
+    return signer
+
+
+def _index_with_extra_targets(upstream: ServerProcess, keys: IndexKeys, extra: dict[str, bytes]) -> dict[str, bytes]:
+    """The upstream's index with ``extra`` targets added, validly re-signed with its online keys (as a compromised
+    or buggy upstream would sign them): the proxy paths to answer and their bytes."""
+    ts = Metadata[Timestamp].from_bytes(current(upstream, "timestamp.json"))
+    snap = Metadata[Snapshot].from_bytes(current(upstream, f"{ts.signed.snapshot_meta.version}.snapshot.json"))
+    tmeta = snap.signed.meta["targets.json"]
+    targets = Metadata[Targets].from_bytes(current(upstream, f"{tmeta.version}.targets.json"))
+    for path, data in extra.items():
+        target = TargetFile.from_data(path, data, ["sha256", "sha512"])
+        target.unrecognized_fields["custom"] = {"package": path.split("/")[0], "channels": []}
+        targets.signed.targets[path] = target
+    targets.signed.version += 1
+    targets.sign(_signer(keys, "targets"))
+    snap.signed.meta["targets.json"] = MetaFile(targets.signed.version)
+    snap.signed.version += 1
+    snap.sign(_signer(keys, "snapshot"))
+    ts.signed.snapshot_meta = MetaFile(snap.signed.version)
+    ts.signed.version += 1
+    ts.sign(_signer(keys, "timestamp"))
+    return {
+        "/-/tuf/metadata/timestamp.json": ts.to_bytes(),
+        f"/-/tuf/metadata/{snap.signed.version}.snapshot.json": snap.to_bytes(),
+        f"/-/tuf/metadata/{targets.signed.version}.targets.json": targets.to_bytes(),
+    }
+
+
+def test_names_arriving_from_upstream_follow_the_upload_rule(
+    upstream: ServerProcess,
+    mirror_here: ServerProcess,
+    puller: ServerProcess,
+    keys: IndexKeys,
+    proxy: AttackProxy,
+    tmp_path: Path,
+) -> None:
+    good = publish(upstream, tmp_path, "unicode", "ünï.bin", b"a valid non-ASCII name", [])
+    bad_names = ["unicode/1/evil\u202egnp.exe", "unicode/1/" + unicodedata.normalize("NFD", "ünï2.bin")]
+    for path, body in _index_with_extra_targets(upstream, keys, {p: b"signed, badly named" for p in bad_names}).items():
+        proxy.replay[path] = Answer(200, {"content-type": "application/json"}, body)
+    for name in bad_names:  # the bytes are there too: only the name is refused
+        digest = base64.b64encode(hashlib.md5(b"signed, badly named").digest()).decode()
+        proxy.replay["/" + quote(name)] = Answer(200, {"digest": f"md5={digest}"}, b"signed, badly named")
+
+    status, summary = run_mirror(mirror_here, proxy.url, keys, "--package", "unicode")
+    assert status == 1, summary
+    assert summary["imported"] == ["unicode/1/ünï.bin"]
+    assert sorted((r["path"], r["reason"]) for r in summary["refused"]) == sorted((n, "bad_target") for n in bad_names)
+    assert download(mirror_here, good["path"]).content == b"a valid non-ASCII name"
+
+    r = get(puller, good["path"])
+    assert r.status_code == 200 and r.content == b"a valid non-ASCII name"
+    for name in bad_names:
+        assert get(puller, "/" + quote(name)).status_code == 404
+    assert db_file_count(puller) == 1
