@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
@@ -27,14 +29,11 @@ from tests.support.tuf_index import make_index_keys  # noqa: E402
 MiB = 1024 * 1024
 
 
-def first_pull(srv_http: object, path: str) -> tuple[float, float, int]:
-    import httpx
-
-    assert isinstance(srv_http, httpx.Client)
+def first_pull(http: httpx.Client, path: str) -> tuple[float, float, int]:
     start = time.perf_counter()
     first = None
     size = 0
-    with srv_http.stream("GET", path) as r:
+    with http.stream("GET", path) as r:
         assert r.status_code == 200, r.status_code
         for chunk in r.iter_bytes(MiB):
             if first is None:
