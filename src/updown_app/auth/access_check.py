@@ -1,7 +1,7 @@
 """Asking the store whether a user may have a package (protocol: docs/private-downloads.md).
 
 ``POST <access_check.url>`` with a JSON object of string fields ``user``, ``package``, ``timestamp`` and
-``nonce``, signed with the store's own HMAC scheme (``updown_app.signing``: method ``POST``, the URL's path, those
+``nonce``, signed with the store's own HMAC scheme (``updown_app.core.signing``: method ``POST``, the URL's path, those
 four fields) in ``Authorization: UPDOWN-HMAC-SHA256 KeyId=..., Signature=...``. The store answers ``200`` with
 ``{"allowed": true|false}`` and optionally ``"max_age": <seconds>`` to shorten our caching of that answer.
 Anything else (another status, malformed JSON, no answer within ``timeout``) means "cannot decide": 503 with
@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from updown_app import signing
 from updown_app.auth.cache import SingleFlight, TtlCache
 from updown_app.auth.remote import post_json
-from updown_app.errors import ApiError
+from updown_app.core import signing
+from updown_app.http.errors import ApiError
 from updown_app.settings import AccessCheckSettings
 
 log = logging.getLogger("updown.auth.access")

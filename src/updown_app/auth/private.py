@@ -11,7 +11,7 @@ from typing import Protocol
 
 from starlette.requests import Request
 
-from updown_app.errors import ApiError
+from updown_app.http.errors import ApiError
 from updown_app.metadata.models import File
 
 

@@ -1,6 +1,6 @@
 """Verification of the store's HMAC-signed requests: key ring, clock skew and replayed nonces.
 
-The canonical form itself lives in ``updown_app.signing`` so the client and the server cannot drift apart.
+The canonical form itself lives in ``updown_app.core.signing`` so the client and the server cannot drift apart.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from updown_app import signing
-from updown_app.errors import ApiError
+from updown_app.core import signing
+from updown_app.http.errors import ApiError
 from updown_app.metadata.repository import Repository
 
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from updown_app.auth.access_check import AccessChecker
 from updown_app.auth.private import Principal
 from updown_app.auth.tokens import CachedTokenValidator, bearer_token, create_token_validator
-from updown_app.errors import ApiError
+from updown_app.http.errors import ApiError
 from updown_app.metadata.models import File, Visibility
 from updown_app.settings import Settings
 

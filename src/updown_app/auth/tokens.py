@@ -29,7 +29,7 @@ import jwt
 from updown_app.auth.cache import SingleFlight, TtlCache
 from updown_app.auth.private import Principal
 from updown_app.auth.remote import post_json
-from updown_app.errors import ApiError
+from updown_app.http.errors import ApiError
 from updown_app.settings import IntrospectionSettings, JwtSettings, SsoSettings
 
 log = logging.getLogger("updown.auth.tokens")

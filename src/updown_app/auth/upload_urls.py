@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping
 
-from updown_app.errors import ApiError
+from updown_app.http.errors import ApiError
 
 SCOPE = "UPDOWN-UPLOAD"
 SESSION_RE = re.compile(r"^[0-9a-f]{32}$")

@@ -13,10 +13,10 @@ from urllib.parse import parse_qsl, quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from updown_app.context import ctx
-from updown_app.errors import ApiError
+from updown_app.http.errors import ApiError
 from updown_app.metadata.channels import Channels
 from updown_app.metadata.models import File, FileState
+from updown_app.services.context import ctx
 
 log = logging.getLogger("updown.files")
 MAX_FORM_BYTES = 64 * 1024

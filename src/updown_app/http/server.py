@@ -19,10 +19,10 @@ from typing import Literal
 
 import uvicorn
 
-from updown_app.app import create_app
+from updown_app.http.app import create_app
+from updown_app.http.tls import ensure_self_signed
 from updown_app.logs import setup_logging
 from updown_app.settings import Settings
-from updown_app.tls import ensure_self_signed
 
 LOCAL_KEY_ID = "local"
 
@@ -73,7 +73,7 @@ def _config(
 
 
 def _redirect_app(settings: Settings):  # type: ignore[no-untyped-def]
-    from updown_app.https_only import HttpsOnlyMiddleware
+    from updown_app.http.middleware.https_only import HttpsOnlyMiddleware
 
     async def nothing(scope, receive, send):  # type: ignore[no-untyped-def]  # never reached: all is redirected
         raise RuntimeError("the redirect listener serves nothing")
@@ -158,7 +158,7 @@ def serve(settings: Settings) -> None:
         if settings.tls:
             sys.exit("workers > 1 is for running behind a proxy (tls = false)")
         uvicorn.run(
-            "updown_app.app:create_app",
+            "updown_app.http.app:create_app",
             factory=True,
             host=settings.bind,
             port=settings.port,

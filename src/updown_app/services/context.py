@@ -11,7 +11,7 @@ from starlette.requests import Request
 
 from updown_app.auth.private import Authorizer
 from updown_app.auth.signed_requests import RequestVerifier
-from updown_app.cache_purge import CachePurger
+from updown_app.caches.purge import CachePurger
 from updown_app.index.repository import SignedIndex
 from updown_app.metadata.models import File, FileState
 from updown_app.metadata.repository import Repository
@@ -19,7 +19,7 @@ from updown_app.settings import Settings
 from updown_app.storage.base import Storage
 
 if TYPE_CHECKING:
-    from updown_app.pull_through import PullThrough
+    from updown_app.upstream.pull_through import PullThrough
 
 
 @dataclass

@@ -17,11 +17,11 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from updown_app.api import ranges
-from updown_app.api.streaming import ObjectResponse
-from updown_app.context import AppContext, ctx
-from updown_app.errors import ApiError, error_response
+from updown_app.http.errors import ApiError, error_response
+from updown_app.http.wire import ranges
+from updown_app.http.wire.streaming import ObjectResponse
 from updown_app.metadata.models import File, Visibility
+from updown_app.services.context import AppContext, ctx
 from updown_app.storage.base import StorageError, StorageUnavailableError
 
 PUBLIC_CACHE = "public, max-age=31536000, immutable"

@@ -17,13 +17,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from updown_app import metrics
-from updown_app.api.files import file_json
-from updown_app.api.multipart import MAX_FIELD_BYTES, MAX_FIELDS, MultipartReader, boundary_of
-from updown_app.context import AppContext, ctx
-from updown_app.errors import ApiError
-from updown_app.hashing import Declared, DigestMismatchError, Digests, MultiHasher, verified_stream
+from updown_app.core.digests import Declared, DigestMismatchError, Digests, MultiHasher, verified_stream
+from updown_app.http.errors import ApiError
+from updown_app.http.handlers.files import file_json
+from updown_app.http.wire.multipart import MAX_FIELD_BYTES, MAX_FIELDS, MultipartReader, boundary_of
 from updown_app.metadata.models import File, FileState, Visibility
 from updown_app.metadata.repository import DuplicateFileError, utcnow
+from updown_app.services.context import AppContext, ctx
 from updown_app.storage.base import StorageIntegrityError, StorageUnavailableError
 
 log = logging.getLogger("updown.upload")

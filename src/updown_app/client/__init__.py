@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from updown_app import signing
+from updown_app.core import signing
 
 CHUNK = 1024 * 1024
 

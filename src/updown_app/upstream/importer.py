@@ -22,14 +22,14 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 
-from updown_app.api.upload import PACKAGE_RE, REVISION_RE, UploadFields, check_filename, store
-from updown_app.context import AppContext
-from updown_app.errors import ApiError
-from updown_app.hashing import Declared, DigestMismatchError
+from updown_app.core.digests import Declared, DigestMismatchError
+from updown_app.http.errors import ApiError
+from updown_app.http.handlers.upload import PACKAGE_RE, REVISION_RE, UploadFields, check_filename, store
 from updown_app.index.fetcher import CHUNK, HttpxFetcher, http_client
 from updown_app.metadata.channels import Channels
 from updown_app.metadata.models import File, FileState, Visibility
 from updown_app.metadata.repository import DuplicateFileError
+from updown_app.services.context import AppContext
 
 log = logging.getLogger("updown.upstream")
 IMPORT_KEY_ID = "mirror"  # who the history of an imported file names
@@ -239,7 +239,7 @@ async def import_target(context: AppContext, info: TargetFile, source: Path) -> 
 
 
 def target_channels(info: TargetFile) -> list[str]:
-    from updown_app.api.files import parse_channels
+    from updown_app.http.handlers.files import parse_channels
 
     channels = info.custom.get("channels", []) if isinstance(info.custom, dict) else []
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):

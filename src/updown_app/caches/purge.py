@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from updown_app.cache_units import CacheUnits
+from updown_app.caches.units import CacheUnits
 from updown_app.metrics import CACHE_PURGE_FAILURES, CACHE_PURGE_PENDING, CACHE_PURGES
 from updown_app.settings import CacheSettings
 

@@ -13,13 +13,13 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from updown_app.api.download import request_host
-from updown_app.api.files import CHANNEL_RE, download_path
-from updown_app.api.upload import PACKAGE_RE
-from updown_app.context import AppContext, ctx
-from updown_app.errors import ApiError
+from updown_app.http.errors import ApiError
+from updown_app.http.handlers.download import request_host
+from updown_app.http.handlers.files import CHANNEL_RE, download_path
+from updown_app.http.handlers.upload import PACKAGE_RE
 from updown_app.metadata.channels import Channels, channels_moved
 from updown_app.metadata.models import File, FileState, Visibility
+from updown_app.services.context import AppContext, ctx
 
 _NOT_FOUND = ApiError(404, "not_found", "no published file matches")
 

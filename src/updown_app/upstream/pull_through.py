@@ -26,17 +26,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from tuf.api.metadata import TargetFile
 
-from updown_app.api.streaming import ObjectResponse
-from updown_app.api.upload import file_record, object_key
-from updown_app.context import AppContext
-from updown_app.errors import ApiError, error_response
-from updown_app.hashing import Declared, DigestMismatchError, MultiHasher, VerifiedBody, verified_stream
+from updown_app.core.digests import Declared, DigestMismatchError, MultiHasher, VerifiedBody, verified_stream
+from updown_app.http.errors import ApiError, error_response
+from updown_app.http.handlers.upload import file_record, object_key
+from updown_app.http.wire.streaming import ObjectResponse
 from updown_app.index.fetcher import CHUNK
 from updown_app.metadata.models import File, Visibility
 from updown_app.metrics import PULL_THROUGH
+from updown_app.services.context import AppContext
 from updown_app.settings import Settings
 from updown_app.storage.base import StorageError
-from updown_app.upstream import (
+from updown_app.upstream.importer import (
     RefusedError,
     UpstreamIndex,
     record_imported,
@@ -137,7 +137,7 @@ class PullThrough:
 
     async def _serve_local(self, request: Request) -> Response | ObjectResponse:
         """The ordinary answer for what is now stored here (404 if it could not be imported)."""
-        from updown_app.api.download import find_file, respond
+        from updown_app.http.handlers.download import find_file, respond
 
         file, private = await find_file(self.context, request)
         return await respond(self.context, request, file, private)
@@ -186,7 +186,7 @@ class PullThrough:
     async def _record(self, info: TargetFile, key: str, hasher: MultiHasher | None) -> File | None:
         name = split_target(info.path)
         if hasher is None:  # the content is here under another name: record it without fetching
-            from updown_app.hashing import Digests
+            from updown_app.core.digests import Digests
 
             like = await self._file_with_key(key)
             digests = Digests(like.size, like.md5, like.sha1, like.sha256, like.sha512)

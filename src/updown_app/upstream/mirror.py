@@ -24,10 +24,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from updown_app.context import AppContext
 from updown_app.metadata.channels import Channels
 from updown_app.metadata.models import File, FileState, Visibility
-from updown_app.upstream import (
+from updown_app.services.context import AppContext
+from updown_app.upstream.importer import (
     IMPORT_KEY_ID,
     RefusedError,
     UpstreamIndex,
@@ -174,8 +174,8 @@ async def run(
     state_dir: Path | None,
     ca_bundle: Path | None,
 ) -> Summary:
-    from updown_app.app import build_context, close_context
-    from updown_app.upstream import state_dir_for
+    from updown_app.http.app import build_context, close_context
+    from updown_app.upstream.importer import state_dir_for
 
     context = await build_context(settings)
     upstream = UpstreamIndex(

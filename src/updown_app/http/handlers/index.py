@@ -13,11 +13,11 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from updown_app.api.download import PUBLIC_CACHE, request_host
-from updown_app.context import AppContext, ctx
-from updown_app.errors import ApiError
+from updown_app.http.errors import ApiError
+from updown_app.http.handlers.download import PUBLIC_CACHE, request_host
 from updown_app.index.repository import SignedIndex
 from updown_app.metadata.models import File, FileState, Visibility
+from updown_app.services.context import AppContext, ctx
 
 log = logging.getLogger("updown.index")
 METADATA_PREFIX = "/-/tuf/metadata/"

@@ -32,7 +32,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from updown_app.server import serve
+    from updown_app.http.server import serve
 
     serve(_settings(args))
     return 0
@@ -58,8 +58,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_purge_uploads(args: argparse.Namespace) -> int:
     from updown_app.metadata.db import create_engine, session_factory
     from updown_app.metadata.upload_sessions import UploadSessions
+    from updown_app.services.upload_purge import purge_expired
     from updown_app.storage import create_storage
-    from updown_app.upload_purge import purge_expired
 
     settings = _settings(args)
 
@@ -194,10 +194,10 @@ def parser() -> argparse.ArgumentParser:
         with_client(sp)
         sp.set_defaults(func=func)
 
-    from updown_app.index.keys_cli import add_parser as add_keys_parser
+    from updown_app.cli.keys import add_parser as add_keys_parser
 
     add_keys_parser(sub)
-    from updown_app.mirror_cli import add_parser as add_mirror_parser
+    from updown_app.cli.mirror import add_parser as add_mirror_parser
 
     add_mirror_parser(sub)
 

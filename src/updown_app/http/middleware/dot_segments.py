@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from updown_app.errors import error_response
+from updown_app.http.errors import error_response
 
 
 def normalized(raw_path: bytes) -> bytes | None:

@@ -15,24 +15,24 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from updown_app.api import download, files, health, index, latest, links, resumable, upload
-from updown_app.api.files import download_path
 from updown_app.auth.private import Authorizer, DenyAll
 from updown_app.auth.signed_requests import RequestVerifier
 from updown_app.auth.store_authorizer import build_authorizer
-from updown_app.cache_purge import CachePurger
-from updown_app.cache_units import CacheUnits
-from updown_app.context import AppContext
-from updown_app.dot_segments import DotSegmentsMiddleware
-from updown_app.errors import ApiError, api_error_handler, error_response
-from updown_app.https_only import HttpsOnlyMiddleware
+from updown_app.caches.purge import CachePurger
+from updown_app.caches.units import CacheUnits
+from updown_app.http.errors import ApiError, api_error_handler, error_response
+from updown_app.http.handlers import download, files, health, index, latest, links, resumable, upload
+from updown_app.http.handlers.files import download_path
+from updown_app.http.middleware.dot_segments import DotSegmentsMiddleware
+from updown_app.http.middleware.https_only import HttpsOnlyMiddleware
 from updown_app.metadata.db import create_engine, migrate, session_factory
 from updown_app.metadata.models import File, FileState
 from updown_app.metadata.repository import Repository
 from updown_app.metrics import MetricsMiddleware, metrics_endpoint
-from updown_app.pull_through import PullThrough
+from updown_app.services.context import AppContext
 from updown_app.settings import Settings
 from updown_app.storage import create_storage
+from updown_app.upstream.pull_through import PullThrough
 
 log = logging.getLogger("updown.app")
 NONCE_PURGE_INTERVAL = 60.0
@@ -100,7 +100,7 @@ async def _purge_nonces(context: AppContext) -> None:
 
 async def _purge_uploads(context: AppContext) -> None:
     from updown_app.metadata.upload_sessions import UploadSessions
-    from updown_app.upload_purge import purge_expired
+    from updown_app.services.upload_purge import purge_expired
 
     interval = context.settings.uploads.purge_interval
     sessions = UploadSessions(context.repository.sessions)

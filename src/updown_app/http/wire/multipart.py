@@ -15,7 +15,7 @@ from typing import Any
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from updown_app.errors import ApiError
+from updown_app.http.errors import ApiError
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 64

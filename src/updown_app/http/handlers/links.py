@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from updown_app.api.download import PRIVATE_CACHE, request_host, respond
-from updown_app.api.files import signed_fields
-from updown_app.api.streaming import ObjectResponse
 from updown_app.auth.links import LinkError, LinkSigner, link_path, redacted_path
-from updown_app.context import ctx
-from updown_app.errors import ApiError, error_response
+from updown_app.http.errors import ApiError, error_response
+from updown_app.http.handlers.download import PRIVATE_CACHE, request_host, respond
+from updown_app.http.handlers.files import signed_fields
+from updown_app.http.wire.streaming import ObjectResponse
+from updown_app.services.context import ctx
 
 log = logging.getLogger("updown.links")
 MAX_USER_LENGTH = 255

@@ -9,7 +9,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from updown_app.context import AppContext, ctx
+from updown_app.services.context import AppContext, ctx
 
 log = logging.getLogger("updown.health")
 CHECK_TIMEOUT = 5.0

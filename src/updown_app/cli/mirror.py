@@ -17,7 +17,7 @@ def cmd_mirror(args: argparse.Namespace) -> int:
         root = args.root_of_trust.read_bytes()
     except OSError as exc:
         sys.exit(f"updown: cannot read --root-of-trust: {exc.strerror}")
-    from updown_app.mirror import run
+    from updown_app.upstream.mirror import run
 
     summary = asyncio.run(
         run(

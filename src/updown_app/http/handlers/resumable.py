@@ -34,14 +34,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from updown_app import metrics
-from updown_app.api.upload import file_record, object_key, parse_fields
 from updown_app.auth import upload_urls
-from updown_app.context import AppContext, ctx
-from updown_app.errors import ApiError
-from updown_app.hashing import Declared, DigestMismatchError, MultiHasher, check, verified_stream
+from updown_app.core.digests import Declared, DigestMismatchError, MultiHasher, check, verified_stream
+from updown_app.http.errors import ApiError
+from updown_app.http.handlers.upload import file_record, object_key, parse_fields
 from updown_app.metadata.models import UploadPart, UploadSession
 from updown_app.metadata.repository import DuplicateFileError, utcnow
 from updown_app.metadata.upload_sessions import UploadSessions
+from updown_app.services.context import AppContext, ctx
 from updown_app.storage.base import PartInfo, Storage, StorageIntegrityError, StorageUnavailableError
 
 log = logging.getLogger("updown.resumable")
