@@ -24,7 +24,7 @@ import httpx
 from updown_app.auth.cache import SingleFlight, TtlCache
 from updown_app.auth.remote import post_json
 from updown_app.core import signing
-from updown_app.http.errors import ApiError
+from updown_app.core.errors import Unavailable
 from updown_app.settings import AccessCheckSettings
 
 log = logging.getLogger("updown.auth.access")
@@ -65,7 +65,7 @@ class AccessChecker:
         self._flights: SingleFlight[tuple[str, str], tuple[bool, float | None]] = SingleFlight()
 
     async def allowed(self, user: str, package: str, not_after: float | None = None) -> bool:
-        """The store's answer for (user, package); ApiError 503 when it cannot be had.
+        """The store's answer for (user, package); Unavailable when it cannot be had.
 
         ``not_after`` (the token's expiry) bounds how long an "allowed" answer is cached.
         """
@@ -92,11 +92,8 @@ class AccessChecker:
                 "store access check unavailable: failing closed",
                 extra={"reason": exc.reason, "user": user, "package": package},
             )
-            raise ApiError(
-                503,
-                "store_unavailable",
-                "the store's access check cannot be reached; retry later",
-                {"retry-after": str(self.retry_after)},
+            raise Unavailable(
+                "store_unavailable", "the store's access check cannot be reached; retry later", self.retry_after
             ) from None
 
     def request(self, user: str, package: str) -> tuple[bytes, dict[str, str]]:

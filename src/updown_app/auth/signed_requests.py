@@ -10,12 +10,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from updown_app.core import signing
-from updown_app.http.errors import ApiError
+from updown_app.core.errors import Unauthenticated
 from updown_app.metadata.repository import Repository
 
 
-def _unauthorized(code: str, message: str) -> ApiError:
-    return ApiError(401, code, message, {"www-authenticate": signing.SCHEME})
+def _unauthorized(code: str, message: str) -> Unauthenticated:
+    return Unauthenticated(code, message, signing.SCHEME)
 
 
 class RequestVerifier:

@@ -50,6 +50,12 @@ def ban_expression(path: str) -> str:
     return "^" + "".join(parts) + r"(\?.*)?$"
 
 
+def latest_ban_regex(package: str) -> str:
+    """Every latest URL of a package, any channel and glob, any query string (matched against the raw URL)."""
+    # '+' is the only character of a package name a client may percent-encode.
+    return "^/" + re.escape(package).replace(r"\+", "(?:\\+|%2[Bb])") + "/[^/?]+/latest/"
+
+
 class CachePurger:
     def __init__(
         self, settings: CacheSettings, units: CacheUnits, public_host: str, lookup_cache_ttl: float = 0.0

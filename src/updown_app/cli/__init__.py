@@ -1,5 +1,8 @@
 """The ``updown`` command: run the service, manage its database, and the signed client commands.
 
+One package of subcommands: ``admin`` (serve, db, purge-uploads, find-published), ``keys``, ``mirror``, and the
+client commands here, all on one settings loader (``cli/settings.py``).
+
 Client commands read their target and key from the environment (``UPDOWN_URL``, ``UPDOWN_KEY_ID``, and the
 secret from ``UPDOWN_KEY_FILE`` — a JSON object {key_id: secret} — or ``UPDOWN_KEY``), never from arguments,
 which other users of the machine can see.
@@ -8,73 +11,14 @@ which other users of the machine can see.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
+from updown_app.cli import admin
 from updown_app.client import UpdownClient, UpdownError
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from updown_app.settings import Settings
-
-    if args.config is not None:
-        os.environ["UPDOWN_CONFIG"] = str(args.config)  # worker processes re-read it
-    try:
-        return Settings.load(args.config)
-    except (ValidationError, ValueError) as exc:
-        sys.exit(f"updown: invalid configuration: {exc}")
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from updown_app.http.server import serve
-
-    serve(_settings(args))
-    return 0
-
-
-def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from updown_app.metadata.db import create_engine, current_revision, migrate
-
-    settings = _settings(args)
-
-    async def run() -> str | None:
-        engine = create_engine(settings.resolved_database_url)
-        try:
-            await migrate(engine)
-            return await current_revision(engine)
-        finally:
-            await engine.dispose()
-
-    print(json.dumps({"revision": asyncio.run(run())}))
-    return 0
-
-
-def cmd_purge_uploads(args: argparse.Namespace) -> int:
-    from updown_app.metadata.db import create_engine, session_factory
-    from updown_app.metadata.upload_sessions import UploadSessions
-    from updown_app.services.upload_purge import purge_expired
-    from updown_app.storage import create_storage
-
-    settings = _settings(args)
-
-    async def run() -> dict[str, object]:
-        engine = create_engine(settings.resolved_database_url)
-        storage = create_storage(settings)
-        try:
-            sessions = UploadSessions(session_factory(engine))
-            return (await purge_expired(storage, sessions, settings.uploads.lease)).json()
-        finally:
-            await storage.close()
-            await engine.dispose()
-
-    print(json.dumps(asyncio.run(run())))
-    return 0
 
 
 def _client(args: argparse.Namespace) -> UpdownClient:
@@ -155,19 +99,24 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--url", help="service base URL (default: UPDOWN_URL)")
         sp.add_argument("--cacert", help="CA bundle to verify the server (default: UPDOWN_CA_BUNDLE)")
 
+    sp = sub.add_parser("find-published", help="the id of the published file at /<package>/<revision>/<filename>")
+    sp.add_argument("path")
+    with_config(sp)
+    sp.set_defaults(func=admin.cmd_find_published)
+
     sp = sub.add_parser("serve", help="run the service")
     with_config(sp)
-    sp.set_defaults(func=cmd_serve)
+    sp.set_defaults(func=admin.cmd_serve)
 
     db = sub.add_parser("db", help="database administration")
     dbsub = db.add_subparsers(dest="db_command", required=True)
     sp = dbsub.add_parser("upgrade", help="apply Alembic migrations")
     with_config(sp)
-    sp.set_defaults(func=cmd_db_upgrade)
+    sp.set_defaults(func=admin.cmd_db_upgrade)
 
     sp = sub.add_parser("purge-uploads", help="remove expired resumable upload sessions and their parts")
     with_config(sp)
-    sp.set_defaults(func=cmd_purge_uploads)
+    sp.set_defaults(func=admin.cmd_purge_uploads)
 
     sp = sub.add_parser("upload", help="upload a file (state: unpublished)")
     sp.add_argument("file")

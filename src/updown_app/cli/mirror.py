@@ -1,4 +1,5 @@
-"""The ``updown mirror`` command line (kept apart from mirror.py so that ``updown`` starts without loading it)."""
+"""``updown mirror``: the command line of ``upstream/mirror.py``, on the same runtime the service builds (without
+its background work); loaded only when the command runs."""
 
 from __future__ import annotations
 
@@ -7,18 +8,21 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from updown_app.cli.settings import load_settings
+
+if TYPE_CHECKING:  # the runtime is loaded when the command runs, not when ``updown`` starts
+    from updown_app.settings import Settings
+    from updown_app.upstream.mirror import Summary
 
 
 def cmd_mirror(args: argparse.Namespace) -> int:
-    from updown_app.cli import _settings
-
-    settings = _settings(args)
+    settings = load_settings(args)
     try:
         root = args.root_of_trust.read_bytes()
     except OSError as exc:
         sys.exit(f"updown: cannot read --root-of-trust: {exc.strerror}")
-    from updown_app.upstream.mirror import run
-
     summary = asyncio.run(
         run(
             settings,
@@ -33,6 +37,35 @@ def cmd_mirror(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary.json(), indent=2))
     return summary.exit_status
+
+
+async def run(
+    settings: Settings,
+    upstream_url: str,
+    root_of_trust: bytes,
+    *,
+    packages: list[str],
+    channels: list[str],
+    dry_run: bool,
+    state_dir: Path | None,
+    ca_bundle: Path | None,
+) -> Summary:
+    from updown_app.runtime import build_runtime, close_runtime
+    from updown_app.upstream.importer import UpstreamIndex, state_dir_for
+    from updown_app.upstream.mirror import mirror
+
+    runtime = await build_runtime(settings, serving=False)
+    upstream = UpstreamIndex(
+        upstream_url,
+        root_of_trust,
+        state_dir or state_dir_for(settings.data_dir, upstream_url),
+        ca_bundle=ca_bundle,
+    )
+    try:
+        return await mirror(runtime.importer, upstream, packages=packages, channels=channels, dry_run=dry_run)
+    finally:
+        upstream.close()
+        await close_runtime(runtime)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

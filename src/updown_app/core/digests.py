@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from updown_app.core.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class Digests:
@@ -35,11 +37,11 @@ class Declared:
     sha256: str
 
 
-class DigestMismatchError(Exception):
-    """The body does not match what was declared; ``field`` names what differs."""
+class DigestMismatchError(InvalidInput):
+    """The body does not match what was declared; ``field`` names what differs (code ``<field>_mismatch``)."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(f"{field}_mismatch", message)
         self.field = field
 
 

@@ -1,11 +1,11 @@
-"""The ASGI application: routes, middleware and the start-up that builds the ``AppContext``."""
+"""The ASGI application: routes, middleware, error mapping and the lifespan that builds the ``Runtime`` once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,81 +15,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from updown_app.auth.private import Authorizer, DenyAll
-from updown_app.auth.signed_requests import RequestVerifier
-from updown_app.auth.store_authorizer import build_authorizer
-from updown_app.caches.purge import CachePurger
-from updown_app.caches.units import CacheUnits
+from updown_app.auth.private import Authorizer
+from updown_app.core.errors import DomainError
 from updown_app.http.errors import ApiError, api_error_handler, error_response
 from updown_app.http.handlers import download, files, health, index, latest, links, resumable, upload
-from updown_app.http.handlers.files import download_path
 from updown_app.http.middleware.dot_segments import DotSegmentsMiddleware
 from updown_app.http.middleware.https_only import HttpsOnlyMiddleware
-from updown_app.metadata.db import create_engine, migrate, session_factory
-from updown_app.metadata.models import File, FileState
-from updown_app.metadata.repository import Repository
-from updown_app.metrics import MetricsMiddleware, metrics_endpoint
-from updown_app.services.context import AppContext
+from updown_app.http.middleware.metrics import MetricsMiddleware, metrics_endpoint
+from updown_app.runtime import Runtime, build_runtime, close_runtime
+from updown_app.services.upload_purge import purge_expired
 from updown_app.settings import Settings
-from updown_app.storage import create_storage
-from updown_app.upstream.pull_through import PullThrough
 
 log = logging.getLogger("updown.app")
 NONCE_PURGE_INTERVAL = 60.0
 
 
-async def build_context(settings: Settings, authorizer: Authorizer | None = None) -> AppContext:
-    engine = create_engine(settings.resolved_database_url)
-    if settings.auto_migrate:
-        await migrate(engine)
-    repository = Repository(session_factory(engine), settings.resolved_lookup_cache_ttl)
-    keys = settings.signing_keys()
-    if not keys:
-        log.warning("no HMAC keys configured: every signed request will be refused")
-    # One view of the cache units (one look at the units file a second) for the read cache and the purger.
-    units = CacheUnits.from_settings(settings.caches)
-    context = AppContext(
-        settings=settings,
-        engine=engine,
-        repository=repository,
-        storage=create_storage(settings, units),
-        verifier=RequestVerifier(keys, repository, settings.max_clock_skew),
-        authorizer=authorizer or build_authorizer(settings) or DenyAll(),
-        purger=CachePurger(settings.caches, units, settings.public_host, settings.resolved_lookup_cache_ttl),
-    )
-    if context.purger.enabled:
-        context.state_hooks.append(_purge_unpublished(context.purger))
-    latest.install(context)
-    await index.setup(context)
-    if PullThrough.configured(settings):
-        context.pull_through = PullThrough(context, settings)
-    return context
-
-
-def _purge_unpublished(purger: CachePurger) -> Callable[[File, FileState], Awaitable[None]]:
-    async def hook(file: File, state: FileState) -> None:
-        # Before the unpublish is answered: the next request through any frontend unit must not find it cached.
-        if state is FileState.unpublished:
-            await purger.purge([download_path(file)])
-
-    return hook
-
-
-async def close_context(context: AppContext) -> None:
-    """Release what build_context opened: clients, background work, connections."""
-    aclose = getattr(context.authorizer, "aclose", None)
-    if aclose is not None:
-        await aclose()
-    if context.index is not None:
-        await context.index.aclose()
-    if context.pull_through is not None:
-        await context.pull_through.aclose()
-    await context.purger.aclose()
-    await context.storage.close()
-    await context.engine.dispose()
-
-
-async def _purge_nonces(context: AppContext) -> None:
+async def _purge_nonces(context: Runtime) -> None:
     while True:
         await asyncio.sleep(NONCE_PURGE_INTERVAL)
         try:
@@ -98,15 +39,11 @@ async def _purge_nonces(context: AppContext) -> None:
             log.exception("purging expired nonces failed")
 
 
-async def _purge_uploads(context: AppContext) -> None:
-    from updown_app.metadata.upload_sessions import UploadSessions
-    from updown_app.services.upload_purge import purge_expired
-
+async def _purge_uploads(context: Runtime) -> None:
     interval = context.settings.uploads.purge_interval
-    sessions = UploadSessions(context.repository.sessions)
     while True:
         try:
-            await purge_expired(context.storage, sessions, context.settings.uploads.lease)
+            await purge_expired(context.storage, context.uploads.sessions, context.settings.uploads.lease)
         except Exception:  # keep purging after a transient database or storage error
             log.exception("purging expired upload sessions failed")
         await asyncio.sleep(interval)
@@ -128,8 +65,8 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        context = await build_context(settings, authorizer)
-        app.state.ctx = context
+        context = await build_runtime(settings, authorizer)
+        app.state.runtime = context
         app.state.readiness = health.Readiness()
         purger = asyncio.create_task(_purge_nonces(context))
         upload_purger = asyncio.create_task(_purge_uploads(context)) if settings.uploads.purge_interval > 0 else None
@@ -139,7 +76,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
             purger.cancel()
             if upload_purger is not None:
                 upload_purger.cancel()
-            await close_context(context)
+            await close_runtime(context)
 
     routes = [
         Route("/healthz", health.healthz, methods=["GET", "HEAD"]),
@@ -175,6 +112,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         lifespan=lifespan,
         exception_handlers={
             ApiError: api_error_handler,
+            DomainError: api_error_handler,
             HTTPException: _http_exception,
             Exception: _unhandled,
         },

@@ -11,8 +11,8 @@ import secrets
 from dataclasses import dataclass, field
 
 from updown_app import metrics
-from updown_app.http.handlers.resumable import discard
 from updown_app.metadata.upload_sessions import UploadSessions
+from updown_app.services.uploads import discard
 from updown_app.storage.base import Storage
 
 log = logging.getLogger("updown.purge")

@@ -3,7 +3,7 @@ files into this instance: what ``updown mirror`` and the pull-through downloads 
 
 Every byte imported is checked twice: against the length and SHA-256/SHA-512 of the upstream's signed targets
 metadata (so a tampered file or a lying upstream store is refused), then, while it is written to our storage,
-by the upload's own verifying store.
+by the one ingest path (``services/ingest.py``).
 """
 
 from __future__ import annotations
@@ -17,19 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from sqlalchemy import select
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 
 from updown_app.core.digests import Declared, DigestMismatchError
-from updown_app.http.errors import ApiError
-from updown_app.http.handlers.upload import PACKAGE_RE, REVISION_RE, UploadFields, check_filename, store
+from updown_app.core.errors import Conflict, InvalidInput
+from updown_app.core.names import PACKAGE_RE, REVISION_RE, check_filename, parse_channels
 from updown_app.index.fetcher import CHUNK, HttpxFetcher, http_client
-from updown_app.metadata.channels import Channels
 from updown_app.metadata.models import File, FileState, Visibility
-from updown_app.metadata.repository import DuplicateFileError
-from updown_app.services.context import AppContext
+from updown_app.services.catalog import Catalog
+from updown_app.services.ingest import Content, Ingest, StreamContent
+from updown_app.services.upload_fields import UploadFields
 
 log = logging.getLogger("updown.upstream")
 IMPORT_KEY_ID = "mirror"  # who the history of an imported file names
@@ -71,7 +70,7 @@ def split_target(path: str) -> TargetName:
         raise RefusedError("bad_target", f"target path {path!r} is not package/revision/filename")
     try:
         check_filename(parts[2])
-    except ApiError:
+    except InvalidInput:
         raise RefusedError("bad_target", f"target path {path!r} has an invalid filename") from None
     return TargetName(*parts)
 
@@ -178,39 +177,50 @@ async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def find_by_name(context: AppContext, name: TargetName) -> File | None:
-    async with context.repository.sessions() as session:
-        query = select(File).where(
-            File.package == name.package, File.revision == name.revision, File.filename == name.filename
-        )
-        return await session.scalar(query)
+class Importer:
+    """Records verified upstream files here through the catalog and the one ingest path (mirror, pull-through)."""
 
+    def __init__(self, catalog: Catalog, ingest: Ingest, chunk_size: int) -> None:
+        self.catalog = catalog
+        self.ingest = ingest
+        self.chunk_size = chunk_size
 
-async def publish_imported(context: AppContext, file: File, channels: list[str], key_id: str) -> bool:
-    """Published, in exactly ``channels``, with the state hooks (index, cache purges) run; True if it changed."""
-    change = await context.repository.set_state(file.id, FileState.published, key_id)
-    assert change is not None
-    moved = await Channels(context.repository.sessions).set(file.id, channels)
-    if change.changed or moved:
-        for hook in context.state_hooks:
-            await hook(change.file, FileState.published)
-    return change.changed or moved
+    async def find_by_name(self, name: TargetName) -> File | None:
+        return await self.catalog.by_name(name.package, name.revision, name.filename)
 
+    async def publish(self, file: File, channels: list[str], key_id: str) -> bool:
+        """Published, in exactly ``channels`` (one transaction, subscribers told); True if it changed."""
+        change = await self.catalog.set_state(file.id, FileState.published, key_id, channels)
+        assert change is not None
+        return change.changed or change.moved
 
-async def record_imported(context: AppContext, info: TargetFile, record: File, created: bool) -> File | None:
-    """Add the record of a stored import and publish it in the upstream's channels. None when this name was
-    recorded here meanwhile (another request or process). When no record is made, our object is removed unless
-    some file uses it (as an upload does)."""
-    try:
-        await context.repository.add(record, record.created_by)
-    except BaseException as exc:
-        if created and not await context.repository.object_in_use(record.object_key):
-            await context.storage.delete(record.object_key)
-        if isinstance(exc, DuplicateFileError):
+    async def record(self, info: TargetFile, content: Content, md5: str, key_id: str) -> File | None:
+        """Ingest verified upstream content under the upstream's name and publish it in the upstream's channels.
+        None when this name was recorded here meanwhile (another request or process); the ingest's undo has
+        removed what it stored. The MD5 is not signed upstream: it only feeds the store's receipt check."""
+        name = split_target(info.path)
+        declared = Declared(size=info.length, md5=md5, sha256=info.hashes["sha256"])
+        fields = UploadFields(name.package, name.revision, name.filename, Visibility.public, declared)
+        try:
+            record = await self.ingest.ingest(fields, content, key_id, sha512=info.hashes.get("sha512"))
+        except Conflict:
             return None
-        raise
-    await publish_imported(context, record, target_channels(info), record.created_by)
-    return record
+        await self.publish(record, target_channels(info), key_id)
+        return record
+
+    async def import_target(self, info: TargetFile, source: Path) -> File:
+        """Store a downloaded, TUF-verified file (checked against the signed size and hashes again while it
+        streams) and record it under the upstream's name, published in its channels."""
+        md5 = await asyncio.to_thread(_md5_of, source)
+        declared = Declared(size=info.length, md5=md5, sha256=info.hashes["sha256"])
+        content = StreamContent(_aiter(_file_chunks(source)), declared, self.chunk_size)
+        try:
+            record = await self.record(info, content, md5, IMPORT_KEY_ID)
+        except DigestMismatchError as exc:
+            raise RefusedError("hash_mismatch", f"{info.path}: the file changed after it was verified: {exc}") from None
+        if record is None:
+            raise RefusedError("conflict", f"{info.path}: a file with this name was recorded here meanwhile")
+        return record
 
 
 def _md5_of(path: Path) -> str:
@@ -218,33 +228,11 @@ def _md5_of(path: Path) -> str:
         return hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
-async def import_target(context: AppContext, info: TargetFile, source: Path) -> File:
-    """Store a downloaded, TUF-verified file through the upload's verifying store (which checks it against the
-    signed size and SHA-256 again while it streams) and record it under the upstream's name, published in its
-    channels. The MD5 the store is handed is not signed upstream: it is computed here first."""
-    name = split_target(info.path)
-    declared = Declared(size=info.length, md5=await asyncio.to_thread(_md5_of, source), sha256=info.hashes["sha256"])
-    fields = UploadFields(name.package, name.revision, name.filename, Visibility.public, declared)
-    try:
-        _, created, record = await store(context, fields, _aiter(_file_chunks(source)), IMPORT_KEY_ID)
-    except DigestMismatchError as exc:
-        raise RefusedError("hash_mismatch", f"{info.path}: the file changed after it was verified: {exc}") from None
-    if record.sha512 != info.hashes.get("sha512", record.sha512):
-        if created and not await context.repository.object_in_use(record.object_key):
-            await context.storage.delete(record.object_key)
-        raise RefusedError("hash_mismatch", f"{info.path}: the file changed after it was verified")
-    if await record_imported(context, info, record, created) is None:
-        raise RefusedError("conflict", f"{info.path}: a file with this name was recorded here meanwhile")
-    return record
-
-
 def target_channels(info: TargetFile) -> list[str]:
-    from updown_app.http.handlers.files import parse_channels
-
     channels = info.custom.get("channels", []) if isinstance(info.custom, dict) else []
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         return []
     try:
         return parse_channels(",".join(channels))
-    except ApiError:
+    except InvalidInput:
         return []

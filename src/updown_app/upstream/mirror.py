@@ -19,21 +19,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
-from updown_app.metadata.channels import Channels
-from updown_app.metadata.models import File, FileState, Visibility
-from updown_app.services.context import AppContext
+from updown_app.metadata.models import FileState, Visibility
+from updown_app.services.catalog import Catalog
 from updown_app.upstream.importer import (
     IMPORT_KEY_ID,
+    Importer,
     RefusedError,
     UpstreamIndex,
-    find_by_name,
-    import_target,
-    publish_imported,
     refusal_reason,
     split_target,
     target_channels,
@@ -87,7 +81,7 @@ def selected(custom: Any, packages: list[str], channels: list[str]) -> bool:
 
 
 async def mirror(
-    context: AppContext,
+    importer: Importer,
     upstream: UpstreamIndex,
     *,
     packages: list[str] | None = None,
@@ -105,28 +99,28 @@ async def mirror(
     every = upstream.targets()
     targets = {p: t for p, t in every.items() if selected(t.custom, packages, channels)}
     summary.selected = len(targets)
-    chans = Channels(context.repository.sessions)
+    catalog = importer.catalog
     for path, info in sorted(targets.items()):
         try:
             name = split_target(path)
-            local = await find_by_name(context, name)
+            local = await importer.find_by_name(name)
             if local is not None:
                 if local.sha256 != info.hashes.get("sha256") or local.visibility != Visibility.public.value:
                     raise RefusedError("conflict", f"{path}: a different file has this name here")
                 wanted = target_channels(info)
-                if local.state == FileState.published.value and await chans.of(local.id) == wanted:
+                if local.state == FileState.published.value and await catalog.channels_of(local.id) == wanted:
                     summary.unchanged += 1
                 elif dry_run:
                     summary.updated.append(path)
                 else:
-                    await publish_imported(context, local, wanted, IMPORT_KEY_ID)
+                    await importer.publish(local, wanted, IMPORT_KEY_ID)
                     summary.updated.append(path)
                 continue
             if dry_run:
                 summary.imported.append(path)
                 continue
             source = upstream.download(info)
-            await import_target(context, info, source)
+            await importer.import_target(info, source)
             source.unlink(missing_ok=True)
             summary.imported.append(path)
         except RefusedError as exc:
@@ -135,57 +129,21 @@ async def mirror(
         except Exception as exc:  # network, storage, database: this target failed, the others go on
             summary.failed.append({"path": path, "reason": type(exc).__name__, "message": str(exc)[:300]})
             log.exception("target failed", extra={"path": path})
-    await _unpublish_gone(context, set(every), packages, channels, summary)
+    await _unpublish_gone(catalog, set(every), packages, channels, summary)
     return summary
 
 
 async def _unpublish_gone(
-    context: AppContext, upstream_paths: set[str], packages: list[str], channels: list[str], summary: Summary
+    catalog: Catalog, upstream_paths: set[str], packages: list[str], channels: list[str], summary: Summary
 ) -> None:
     """Files this command imported that upstream no longer publishes: unpublished, like upstream did."""
     if channels:  # with a channel filter, absence from the selection says nothing
         return
-    async with context.repository.sessions() as session:
-        query = select(File).where(File.created_by == IMPORT_KEY_ID, File.state == FileState.published.value)
-        if packages:
-            query = query.where(File.package.in_(packages))
-        imported = list((await session.scalars(query)).all())
-    for file in imported:
+    for file in await catalog.published_by(IMPORT_KEY_ID, packages):
         path = f"{file.package}/{file.revision}/{file.filename}"
         if path in upstream_paths:
             continue
         summary.unpublished.append(path)
         if summary.dry_run:
             continue
-        change = await context.repository.set_state(file.id, FileState.unpublished, IMPORT_KEY_ID)
-        if change is not None and change.changed:
-            for hook in context.state_hooks:
-                await hook(change.file, FileState.unpublished)
-
-
-async def run(
-    settings: Any,
-    upstream_url: str,
-    root_of_trust: bytes,
-    *,
-    packages: list[str],
-    channels: list[str],
-    dry_run: bool,
-    state_dir: Path | None,
-    ca_bundle: Path | None,
-) -> Summary:
-    from updown_app.http.app import build_context, close_context
-    from updown_app.upstream.importer import state_dir_for
-
-    context = await build_context(settings)
-    upstream = UpstreamIndex(
-        upstream_url,
-        root_of_trust,
-        state_dir or state_dir_for(settings.data_dir, upstream_url),
-        ca_bundle=ca_bundle,
-    )
-    try:
-        return await mirror(context, upstream, packages=packages, channels=channels, dry_run=dry_run)
-    finally:
-        upstream.close()
-        await close_context(context)
+        await catalog.set_state(file.id, FileState.unpublished, IMPORT_KEY_ID)

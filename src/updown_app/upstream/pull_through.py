@@ -2,7 +2,7 @@
 verified against the upstream's signed (TUF) index, streamed to the client and stored, so the next request is
 served from here, and keeps being served when the upstream is down.
 
-The bytes go through the upload's verifying stream into our storage while they are copied to the client. The
+The bytes go through the one ingest path (verifying stream, store, record) while they are copied to the client. The
 verifying stream holds the last chunk back until size, MD5 and the signed SHA-256 matched, so a client never
 receives a complete body that failed a check (the connection is cut instead) and no record is made of it. The
 MD5 comes from the upstream's ``Digest`` header: not signed, it only feeds the object store's own receipt check;
@@ -15,31 +15,26 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import mimetypes
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import httpx
-from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
 from tuf.api.metadata import TargetFile
 
-from updown_app.core.digests import Declared, DigestMismatchError, MultiHasher, VerifiedBody, verified_stream
-from updown_app.http.errors import ApiError, error_response
-from updown_app.http.handlers.upload import file_record, object_key
-from updown_app.http.wire.streaming import ObjectResponse
+from updown_app.core.digests import Declared, DigestMismatchError, Digests
+from updown_app.core.errors import DomainError, NotFound, Unavailable, UpstreamFailed
 from updown_app.index.fetcher import CHUNK
-from updown_app.metadata.models import File, Visibility
 from updown_app.metrics import PULL_THROUGH
-from updown_app.services.context import AppContext
+from updown_app.services.catalog import Catalog
+from updown_app.services.ingest import KnownContent, StreamContent
 from updown_app.settings import Settings
 from updown_app.storage.base import StorageError
 from updown_app.upstream.importer import (
+    Importer,
     RefusedError,
     UpstreamIndex,
-    record_imported,
     refusal_reason,
     split_target,
     state_dir_for,
@@ -61,11 +56,23 @@ def _md5_from_digest(header: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Streaming:
+    """The first answer for a file being fetched: its signed size and SHA-256 and the bytes as they arrive (the
+    HTTP layer answers it ``no-store``; the stream raises, cutting the connection, if verification fails)."""
+
+    filename: str
+    size: int
+    sha256: str
+    body: AsyncIterator[bytes]
+
+
 class PullThrough:
-    def __init__(self, context: AppContext, settings: Settings) -> None:
+    def __init__(self, catalog: Catalog, importer: Importer, settings: Settings) -> None:
         up = settings.upstream
         assert up.url and up.root_file is not None
-        self.context = context
+        self.catalog = catalog
+        self.importer = importer
         self.settings = settings
         self.index = UpstreamIndex(
             up.url, up.root_file.read_bytes(), state_dir_for(settings.data_dir, up.url), up.ca_bundle, up.timeout
@@ -97,7 +104,7 @@ class PullThrough:
 
     async def _targetinfo(self, path: str) -> TargetFile | None:
         """The upstream's verified record of ``path``; the metadata is refreshed at most every refresh_interval.
-        When a refresh fails, what was verified before is used; with nothing verified, ApiError 503."""
+        When a refresh fails, what was verified before is used; with nothing verified, ``Unavailable``."""
         async with self._refresh_lock:
             if time.monotonic() - self._refreshed >= self.settings.upstream.refresh_interval:
                 # A failed attempt waits its turn too: a down upstream is not retried by every missing download
@@ -108,52 +115,49 @@ class PullThrough:
                 except Exception as exc:
                     log.warning("upstream index refresh failed", extra={"reason": refusal_reason(exc)})
         if self.index.updater is None:
-            raise ApiError(503, "upstream_unavailable", "the upstream is unavailable", {"retry-after": "30"})
+            raise Unavailable("upstream_unavailable", "the upstream is unavailable")
         return await asyncio.to_thread(self.index.targetinfo, path)
 
-    async def serve(self, request: Request, package: str, revision: str, filename: str) -> Response | ObjectResponse:
+    async def pull(self, package: str, revision: str, filename: str, whole: bool) -> Streaming | None:
+        """Fetch a file missing here. None: it is stored here now (the caller serves it as any other file);
+        ``whole`` (HEAD) imports it completely first. Else the first answer streams while it is stored.
+        ``NotFound`` when the upstream does not have it either, or when this instance has the name but does not
+        serve it (unpublished or private here: the upstream's copy must not override that)."""
         path = f"{package}/{revision}/{filename}"
-        if await self.context.repository.name_taken(package, revision, filename):
-            # Here but not served (unpublished or private here): the upstream's copy must not override that.
-            raise ApiError(404, "not_found", "no such file")
+        if await self.catalog.repository.name_taken(package, revision, filename):
+            raise NotFound("not_found", "no such file")
         info = await self._targetinfo(path)
         try:
             if info is None:
                 raise RefusedError("not_found", "not in the upstream's index")
             split_target(info.path)
         except RefusedError:
-            raise ApiError(404, "not_found", "no such file") from None
-        existing = await self.context.repository.object_for_sha256(info.hashes["sha256"])
+            raise NotFound("not_found", "no such file") from None
+        known = await self.importer.ingest.stored_object(info.hashes["sha256"])
         # Checked after the last await: _import_whole and _stream claim the path before they first suspend, so
         # requests that arrived during the index refresh wait for one fetch instead of each starting their own.
         waiting = self._inflight.get(path)
         if waiting is not None:
             await waiting.wait()
-            return await self._serve_local(request)
-        if request.method == "HEAD" or existing is not None:
-            await self._import_whole(info, existing)
-            return await self._serve_local(request)
+            return None
+        if whole or known is not None:
+            await self._import_whole(info, known)
+            return None
         return await self._stream(info)
 
-    async def _serve_local(self, request: Request) -> Response | ObjectResponse:
-        """The ordinary answer for what is now stored here (404 if it could not be imported)."""
-        from updown_app.http.handlers.download import find_file, respond
-
-        file, private = await find_file(self.context, request)
-        return await respond(self.context, request, file, private)
-
-    async def _import_whole(self, info: TargetFile, existing: str | None) -> None:
+    async def _import_whole(self, info: TargetFile, known: str | None) -> None:
         event = self._inflight.setdefault(info.path, asyncio.Event())
         try:
-            if existing is not None and await self.context.storage.head(existing) is not None:
-                hasher = None
-                key = existing
+            like = await self.catalog.with_object(known) if known is not None else None
+            if like is not None:  # the content is here under another name: record it without fetching
+                digests = Digests(like.size, like.md5, like.sha1, like.sha256, like.sha512)
+                await self._record(info, KnownContent(digests), like.md5)
             else:
                 async with self.http.stream("GET", self.index.url(info.path), headers=self._headers()) as r:
                     if r.status_code != 200:
-                        raise ApiError(502, "upstream_error", f"the upstream answered {r.status_code}")
-                    key, hasher = await self._store(info, r, r.aiter_bytes(CHUNK), None)
-            await self._record(info, key, hasher)
+                        raise UpstreamFailed("upstream_error", f"the upstream answered {r.status_code}")
+                    md5 = self._md5(r)
+                    await self._record(info, self._content(info, md5, r.aiter_bytes(CHUNK), None), md5)
         finally:
             event.set()
             self._inflight.pop(info.path, None)
@@ -161,89 +165,56 @@ class PullThrough:
     def _headers(self) -> dict[str, str]:
         return {"x-forwarded-proto": "https"} if self.index.base_url.startswith("http://") else {}
 
-    async def _store(
-        self,
-        info: TargetFile,
-        response: httpx.Response,
-        source: AsyncIterator[bytes],
-        tee: asyncio.Queue[bytes | BaseException | None] | None,
-    ) -> tuple[str, MultiHasher]:
+    @staticmethod
+    def _md5(response: httpx.Response) -> str:
         md5 = _md5_from_digest(response.headers.get("digest", ""))
         if md5 is None:
-            raise ApiError(502, "upstream_error", "the upstream sent no MD5 digest")
+            raise UpstreamFailed("upstream_error", "the upstream sent no MD5 digest")
+        return md5
+
+    def _content(
+        self, info: TargetFile, md5: str, source: AsyncIterator[bytes], tap: Callable[[bytes], Awaitable[None]] | None
+    ) -> StreamContent:
         declared = Declared(size=info.length, md5=md5, sha256=info.hashes["sha256"])
-        hasher = MultiHasher()
-        checked = verified_stream(source, declared, hasher, self.settings.chunk_size)
-        body = checked if tee is None else _Tee(checked, tee)
-        key = object_key(declared.sha256)
-        await self.context.storage.put(key, body, size=declared.size, md5=declared.md5)
-        if hasher.digests().sha512 != info.hashes.get("sha512", hasher.digests().sha512):
-            if not await self.context.repository.object_in_use(key):
-                await self.context.storage.delete(key)
-            raise DigestMismatchError("sha512", "SHA-512 of the upstream's file does not match its signed index")
-        return key, hasher
+        return StreamContent(source, declared, self.settings.chunk_size, tap=tap)
 
-    async def _record(self, info: TargetFile, key: str, hasher: MultiHasher | None) -> File | None:
-        name = split_target(info.path)
-        if hasher is None:  # the content is here under another name: record it without fetching
-            from updown_app.core.digests import Digests
+    async def _record(self, info: TargetFile, content: StreamContent | KnownContent, md5: str) -> None:
+        if await self.importer.record(info, content, md5, PULL_KEY_ID) is None:
+            return  # another request or process recorded it first
+        log.info("pulled from upstream", extra={"path": info.path, "size": info.length})
 
-            like = await self._file_with_key(key)
-            digests = Digests(like.size, like.md5, like.sha1, like.sha256, like.sha512)
-        else:
-            digests = hasher.digests()
-        record = file_record(
-            digests,
-            package=name.package,
-            revision=name.revision,
-            filename=name.filename,
-            visibility=Visibility.public.value,
-            key=key,
-            key_id=PULL_KEY_ID,
-        )
-        if await record_imported(self.context, info, record, created=hasher is not None) is None:
-            return None  # another request or process recorded it first
-        log.info("pulled from upstream", extra={"path": info.path, "size": record.size})
-        return record
-
-    async def _file_with_key(self, key: str) -> File:
-        from sqlalchemy import select
-
-        async with self.context.repository.sessions() as session:
-            file = await session.scalar(select(File).where(File.object_key == key).limit(1))
-        assert file is not None
-        return file
-
-    async def _stream(self, info: TargetFile) -> Response:
+    async def _stream(self, info: TargetFile) -> Streaming:
         event = self._inflight.setdefault(info.path, asyncio.Event())
         request = self.http.build_request("GET", self.index.url(info.path), headers=self._headers())
+
+        def done() -> None:
+            event.set()
+            self._inflight.pop(info.path, None)
+
         try:
             upstream = await self.http.send(request, stream=True)
         except httpx.HTTPError:
-            event.set()
-            self._inflight.pop(info.path, None)
-            return error_response(503, "upstream_unavailable", "the upstream is unavailable", {"retry-after": "30"})
+            done()
+            raise Unavailable("upstream_unavailable", "the upstream is unavailable") from None
         if upstream.status_code != 200:
             await upstream.aclose()
-            event.set()
-            self._inflight.pop(info.path, None)
-            return error_response(502, "upstream_error", f"the upstream answered {upstream.status_code}")
+            done()
+            raise UpstreamFailed("upstream_error", f"the upstream answered {upstream.status_code}")
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(_QUEUE_CHUNKS)
 
         async def fetch_and_store() -> None:
             try:
-                key, hasher = await self._store(info, upstream, upstream.aiter_bytes(CHUNK), queue)
-                await self._record(info, key, hasher)
+                md5 = self._md5(upstream)
+                await self._record(info, self._content(info, md5, upstream.aiter_bytes(CHUNK), queue.put), md5)
                 PULL_THROUGH.labels("stored").inc()
                 await queue.put(None)
-            except (DigestMismatchError, StorageError, httpx.HTTPError, ApiError) as exc:
+            except (DomainError, StorageError, httpx.HTTPError) as exc:
                 PULL_THROUGH.labels("refused" if isinstance(exc, DigestMismatchError) else "failed").inc()
                 log.error("pull-through refused or failed", extra={"path": info.path, "error": type(exc).__name__})
                 await queue.put(exc)
             finally:
                 await upstream.aclose()
-                event.set()
-                self._inflight.pop(info.path, None)
+                done()
 
         task = self._spawn(fetch_and_store())
 
@@ -261,34 +232,7 @@ class PullThrough:
                     # The client left: keep storing (the next request finds it) without feeding the queue.
                     self._spawn(_drain(queue, task))
 
-        filename = info.path.rsplit("/", 1)[1]
-        headers = {
-            "content-length": str(info.length),
-            "content-type": mimetypes.guess_type(filename)[0] or "application/octet-stream",
-            "content-disposition": f"attachment; filename*=UTF-8''{quote(filename, safe='')}",
-            "etag": f'"{info.hashes["sha256"]}"',
-            "cache-control": "no-store",
-        }
-        return StreamingResponse(body(), headers=headers)
-
-
-class _Tee:
-    """The verified stream to the store, each chunk also queued for the client. Still a verified stream to the
-    store (``verifies_md5``), so the backend does not compute the MD5 again."""
-
-    verifies_md5 = True
-
-    def __init__(self, checked: VerifiedBody, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
-        self._checked = checked
-        self._queue = queue
-
-    def __aiter__(self) -> _Tee:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await anext(self._checked)
-        await self._queue.put(chunk)
-        return chunk
+        return Streaming(info.path.rsplit("/", 1)[1], info.length, info.hashes["sha256"], body())
 
 
 async def _drain(queue: asyncio.Queue[bytes | BaseException | None], task: asyncio.Task[None]) -> None:

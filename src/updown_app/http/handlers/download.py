@@ -7,30 +7,28 @@ before looking anything up, and whether they may have the file after.
 
 from __future__ import annotations
 
-import base64
 import logging
-import mimetypes
 from collections.abc import AsyncGenerator
 from typing import cast
-from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from updown_app.core.errors import DomainError, NotFound
 from updown_app.http.errors import ApiError, error_response
+from updown_app.http.state import ctx
 from updown_app.http.wire import ranges
+from updown_app.http.wire.headers import PRIVATE_CACHE, fetching_headers, file_headers
 from updown_app.http.wire.streaming import ObjectResponse
 from updown_app.metadata.models import File, Visibility
-from updown_app.services.context import AppContext, ctx
+from updown_app.runtime import Runtime
 from updown_app.storage.base import StorageError, StorageUnavailableError
 
-PUBLIC_CACHE = "public, max-age=31536000, immutable"
-PRIVATE_CACHE = "private, no-store"
 RETRY_AFTER = "30"
 
 log = logging.getLogger("updown.download")
 
-_NOT_FOUND = ApiError(404, "not_found", "no such file")
+_NOT_FOUND = NotFound("not_found", "no such file")
 
 
 def request_host(request: Request) -> str:
@@ -40,45 +38,19 @@ def request_host(request: Request) -> str:
     return host.rsplit(":", 1)[0].lower() if ":" in host else host.lower()
 
 
-def _b64(file: File, name: str) -> str:
-    return base64.b64encode(bytes.fromhex(getattr(file, name))).decode()
-
-
-def file_headers(file: File, private: bool) -> dict[str, str]:
-    ctype = mimetypes.guess_type(file.filename)[0] or "application/octet-stream"
-    headers = {
-        "etag": f'"{file.sha256}"',
-        "last-modified": ranges.http_date(file.created_at),
-        "accept-ranges": "bytes",
-        "content-type": ctype,
-        "content-disposition": f"attachment; filename*=UTF-8''{quote(file.filename, safe='')}",
-        "repr-digest": f"sha-256=:{_b64(file, 'sha256')}:, sha-512=:{_b64(file, 'sha512')}:",
-        "digest": (
-            f"MD5={_b64(file, 'md5')}, SHA={_b64(file, 'sha1')}, "
-            f"SHA-256={_b64(file, 'sha256')}, SHA-512={_b64(file, 'sha512')}"
-        ),
-    }
-    if private:
-        headers["cache-control"] = PRIVATE_CACHE
-        headers["vary"] = "Authorization"
-    else:
-        headers["cache-control"] = PUBLIC_CACHE
-    return headers
-
-
-async def find_file(context: AppContext, request: Request) -> tuple[File, bool]:
-    """The file to serve and whether this is a private-host response; ApiError otherwise."""
+async def find_file(context: Runtime, request: Request) -> tuple[File, bool]:
+    """The file to serve and whether this is a private-host response; a domain error otherwise."""
     params = request.path_params
     host = request_host(request)
     settings = context.settings
     if host == settings.public_host:
-        file = await context.repository.published(params["package"], params["revision"], params["filename"])
+        file = await context.catalog.published(params["package"], params["revision"], params["filename"])
         if file is None or file.visibility != Visibility.public:
             raise _NOT_FOUND
         return file, False
     if host == settings.private_host:
         principal = await context.authorizer.authenticate(request)
-        file = await context.repository.published(params["package"], params["revision"], params["filename"])
+        file = await context.catalog.published(params["package"], params["revision"], params["filename"])
         if file is None:
             raise _NOT_FOUND
         await context.authorizer.authorize(principal, file)
@@ -90,24 +62,33 @@ async def download(request: Request) -> Response | ObjectResponse:
     context = ctx(request)
     try:
         file, private = await find_file(context, request)
-    except ApiError as exc:
-        if (
-            exc.status == 404
-            and context.pull_through is not None
-            and request_host(request) == context.settings.public_host
-        ):
-            try:
-                return await context.pull_through.serve(request, **request.path_params)
-            except ApiError as pulled:
-                return pulled.response()
+    except DomainError as exc:
+        public = request_host(request) == context.settings.public_host
+        if isinstance(exc, NotFound) and public and context.pull_through is not None:
+            return await _pull(context, request)
+        error = ApiError.of(exc)
         if request_host(request) == context.settings.private_host:
-            exc.headers.setdefault("vary", "Authorization")
-            exc.headers.setdefault("cache-control", PRIVATE_CACHE)
-        return exc.response()
+            error.headers.setdefault("vary", "Authorization")
+            error.headers.setdefault("cache-control", PRIVATE_CACHE)
+        return error.response()
     return await respond(context, request, file, private)
 
 
-async def respond(context: AppContext, request: Request, file: File, private: bool) -> Response | ObjectResponse:
+async def _pull(context: Runtime, request: Request) -> Response | ObjectResponse:
+    """A public file missing here, from the upstream (``upstream/pull_through.py``)."""
+    assert context.pull_through is not None
+    try:
+        fetching = await context.pull_through.pull(**request.path_params, whole=request.method == "HEAD")
+        if fetching is not None:
+            headers = fetching_headers(fetching.filename, fetching.size, fetching.sha256)
+            return StreamingResponse(fetching.body, headers=headers)
+        file, private = await find_file(context, request)  # stored here now (404 if it could not be imported)
+    except DomainError as exc:
+        return ApiError.of(exc).response()
+    return await respond(context, request, file, private)
+
+
+async def respond(context: Runtime, request: Request, file: File, private: bool) -> Response | ObjectResponse:
     headers = file_headers(file, private)
     decision = ranges.evaluate(
         request.method,

@@ -9,7 +9,8 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from updown_app.services.context import AppContext, ctx
+from updown_app.http.state import ctx
+from updown_app.runtime import Runtime
 
 log = logging.getLogger("updown.health")
 CHECK_TIMEOUT = 5.0
@@ -30,7 +31,7 @@ class Readiness:
         self.checks: dict[str, str] = {}
         self.lock = asyncio.Lock()
 
-    async def get(self, context: AppContext) -> dict[str, str]:
+    async def get(self, context: Runtime) -> dict[str, str]:
         async with self.lock:
             if time.monotonic() - self.checked_at >= READY_CACHE_TTL:
                 self.checks = await _check(context)
@@ -38,7 +39,7 @@ class Readiness:
             return self.checks
 
 
-async def _check(context: AppContext) -> dict[str, str]:
+async def _check(context: Runtime) -> dict[str, str]:
     checks: dict[str, str] = {}
     for name, probe in (("database", context.repository.ping), ("storage", context.storage.check)):
         try:

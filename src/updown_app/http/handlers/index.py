@@ -7,23 +7,18 @@ The prefix ``/-/`` cannot be a package name, so these never clash with downloads
 
 from __future__ import annotations
 
-import logging
 import re
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from updown_app.http.errors import ApiError
-from updown_app.http.handlers.download import PUBLIC_CACHE, request_host
-from updown_app.index.repository import SignedIndex
-from updown_app.metadata.models import File, FileState, Visibility
-from updown_app.services.context import AppContext, ctx
+from updown_app.core.errors import NotFound
+from updown_app.http.handlers.download import request_host
+from updown_app.http.state import ctx
+from updown_app.http.wire.headers import PUBLIC_CACHE
 
-log = logging.getLogger("updown.index")
-METADATA_PREFIX = "/-/tuf/metadata/"
-TIMESTAMP_PATH = METADATA_PREFIX + "timestamp.json"
 _VERSIONED = re.compile(r"^([1-9][0-9]{0,9})\.(root|targets|snapshot)\.json$")
-_NOT_FOUND = ApiError(404, "not_found", "no such metadata")
+_NOT_FOUND = NotFound("not_found", "no such metadata")
 
 
 async def metadata(request: Request) -> Response:
@@ -44,27 +39,3 @@ async def metadata(request: Request) -> Response:
     if data is None:
         raise _NOT_FOUND
     return Response(data, headers={"cache-control": cache, "content-type": "application/json"})
-
-
-async def setup(context: AppContext, background: bool = True) -> SignedIndex | None:
-    """Load the index when configured, bring it up to date, and keep it so: after every state change of a public
-    file (before the change is answered) and, in the background, before anything expires."""
-    if not SignedIndex.configured(context.settings.index):
-        return None
-    index = SignedIndex(context.settings.index, context.repository.sessions)
-    context.index = index
-
-    async def changed() -> None:
-        await context.purger.purge([TIMESTAMP_PATH])
-
-    async def hook(file: File, state: FileState) -> None:
-        if file.visibility == Visibility.public.value and (await index.update()).changed:
-            await changed()
-
-    if (await index.update()).changed:
-        await changed()
-    context.state_hooks.append(hook)
-    index.on_change = changed
-    if background:
-        index.start()
-    return index

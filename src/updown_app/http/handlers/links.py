@@ -17,25 +17,19 @@ from starlette.responses import JSONResponse, Response
 
 from updown_app.auth.links import LinkError, LinkSigner, link_path, redacted_path
 from updown_app.http.errors import ApiError, error_response
-from updown_app.http.handlers.download import PRIVATE_CACHE, request_host, respond
+from updown_app.http.handlers.download import request_host, respond
 from updown_app.http.handlers.files import signed_fields
+from updown_app.http.state import ctx
+from updown_app.http.wire.headers import PRIVATE_CACHE
 from updown_app.http.wire.streaming import ObjectResponse
-from updown_app.services.context import ctx
 
 log = logging.getLogger("updown.links")
 MAX_USER_LENGTH = 255
-_UNSET = object()
 
 
 def link_signer(request: Request) -> LinkSigner | None:
-    """The signer for ``settings.private.links``, built once per application."""
-    state = request.app.state
-    signer = getattr(state, "link_signer", _UNSET)
-    if signer is _UNSET:
-        signer = LinkSigner.from_settings(ctx(request).settings.private.links)
-        state.link_signer = signer
-    assert signer is None or isinstance(signer, LinkSigner)
-    return signer
+    """The signer for ``settings.private.links`` (None when not configured), built with the runtime."""
+    return ctx(request).link_signer
 
 
 async def download(request: Request) -> Response | ObjectResponse:
@@ -56,7 +50,7 @@ async def download(request: Request) -> Response | ObjectResponse:
         log.info("download link refused", extra={"reason": exc.code})
         return error_response(403, exc.code, exc.reason, private_headers)
     params = request.path_params
-    file = await context.repository.published(params["package"], params["revision"], params["filename"])
+    file = await context.catalog.published(params["package"], params["revision"], params["filename"])
     if file is None:
         return error_response(404, "not_found", "no such file", private_headers)
     if file.id != link.file_id:

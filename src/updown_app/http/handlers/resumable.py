@@ -10,9 +10,8 @@ win (the other gets ``409``). On the last byte the parts are read back once, siz
 against the signed values, and the parts are assembled into the content-addressed object: the file then exists,
 unpublished, exactly like a simple upload. A mismatch discards the session and every part.
 
-Hash state: a unit keeps the running digests of the sessions it is writing (``_HashStates``) while it stores
-each part, so when the same unit received every chunk, nothing is read back; when chunks went to several units
-(hashlib state can't be exported to the database), the unit that receives the last byte reads the parts back once.
+The finish, the hash states and discarding a session's parts are the uploads service's
+(``services/uploads.py``); the file is made through the one ingest path.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import hashlib
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -35,14 +34,18 @@ from starlette.responses import Response
 
 from updown_app import metrics
 from updown_app.auth import upload_urls
-from updown_app.core.digests import Declared, DigestMismatchError, MultiHasher, check, verified_stream
+from updown_app.core.digests import DigestMismatchError
+from updown_app.core.errors import Conflict
 from updown_app.http.errors import ApiError
-from updown_app.http.handlers.upload import file_record, object_key, parse_fields
+from updown_app.http.state import ctx
 from updown_app.metadata.models import UploadPart, UploadSession
-from updown_app.metadata.repository import DuplicateFileError, utcnow
+from updown_app.metadata.repository import utcnow
 from updown_app.metadata.upload_sessions import UploadSessions
-from updown_app.services.context import AppContext, ctx
-from updown_app.storage.base import PartInfo, Storage, StorageIntegrityError, StorageUnavailableError
+from updown_app.runtime import Runtime
+from updown_app.services.ingest import DUPLICATE
+from updown_app.services.upload_fields import parse_fields
+from updown_app.services.uploads import part_prefix
+from updown_app.storage.base import StorageUnavailableError
 
 log = logging.getLogger("updown.resumable")
 
@@ -50,37 +53,6 @@ TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUMS = {"md5": "md5", "sha1": "sha1", "sha256": "sha256"}
 OCTETS = "application/offset+octet-stream"
-
-
-class _HashStates:
-    """Running digests of the sessions this process is writing: session id -> (offset covered, hasher)."""
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._states: dict[str, tuple[int, MultiHasher]] = {}
-
-    def take(self, session_id: str, offset: int) -> MultiHasher | None:
-        """The hasher covering exactly ``offset`` bytes, a new one at offset 0, else None (removed: the caller
-        puts it back only after its bytes were committed)."""
-        state = self._states.pop(session_id, None)
-        if state is not None and state[0] == offset:
-            return state[1]
-        return MultiHasher() if offset == 0 else None
-
-    def put(self, session_id: str, hasher: MultiHasher) -> None:
-        if len(self._states) >= self.max_entries:
-            self._states.pop(next(iter(self._states)))
-        self._states[session_id] = (hasher.size, hasher)
-
-    def drop(self, session_id: str) -> None:
-        self._states.pop(session_id, None)
-
-
-HASH_STATES = _HashStates()
-
-
-def part_prefix(session_id: str) -> str:
-    return f"uploads/{session_id}/"
 
 
 def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -179,7 +151,7 @@ async def create(request: Request) -> Response:
     if parsed.declared.size != length:
         raise _error(400, "length_mismatch", "Upload-Length must equal the signed size")
     if await context.repository.name_taken(parsed.package, parsed.revision, parsed.filename):
-        raise _error(409, "duplicate", "a file with this package, revision and filename exists")
+        raise _error(409, "duplicate", DUPLICATE)
     now = utcnow()
     expires = now + timedelta(seconds=settings.uploads.expiry)
     session = UploadSession(
@@ -213,7 +185,7 @@ async def create(request: Request) -> Response:
     return Response(status_code=201, headers=_headers(headers))
 
 
-async def _session(context: AppContext, request: Request) -> tuple[UploadSessions, UploadSession]:
+async def _session(context: Runtime, request: Request) -> tuple[UploadSessions, UploadSession]:
     p = request.path_params
     upload_urls.verify(context.verifier.keys, p["session_id"], p["expires"], p["key_id"], p["sig"])
     sessions = UploadSessions(context.repository.sessions)
@@ -268,22 +240,12 @@ async def terminate(request: Request) -> Response:
     token = secrets.token_hex(16)
     if not await sessions.claim_for_removal(session.id, token, context.settings.uploads.lease, expired_only=False):
         raise _error(409, "upload_busy", "a request is writing to this upload")
-    removed = await discard(context.storage, sessions, session.id)
+    removed = await context.uploads.discard(session.id)
     log.info("upload session terminated", extra={"session": session.id, "bytes": removed})
     return Response(status_code=204, headers=_headers())
 
 
-# Shared by PATCH, creation-with-upload and purges ------------------------------------------------------------------
-
-
-async def discard(storage: Storage, sessions: UploadSessions, session_id: str) -> int:
-    """Delete every part a session left in storage (recorded or not), then the session; returns bytes removed."""
-    removed = 0
-    async for part in storage.list_parts(part_prefix(session_id)):
-        if await storage.delete_part(part.key):
-            removed += part.size
-    await sessions.remove(session_id)
-    return removed
+# Shared by PATCH and creation-with-upload ------------------------------------------------------------------
 
 
 async def _heartbeat(sessions: UploadSessions, session_id: str, token: str, lease: float) -> None:
@@ -312,7 +274,7 @@ async def _parts_of(body: AsyncIterator[bytes], size: int) -> AsyncIterator[byte
 
 
 async def _append(
-    context: AppContext, request: Request, sessions: UploadSessions, session: UploadSession, offset: int
+    context: Runtime, request: Request, sessions: UploadSessions, session: UploadSession, offset: int
 ) -> dict[str, str]:
     """Store the request body at ``offset`` under the session's lease; finish the upload on its last byte."""
     settings = context.settings.uploads
@@ -328,7 +290,7 @@ async def _append(
     storage = context.storage
     written: list[UploadPart] = []
     committed = False
-    hasher = HASH_STATES.take(session.id, offset)
+    hasher = context.uploads.hash_states.take(session.id, offset)
     try:
         position = offset
         try:
@@ -362,10 +324,15 @@ async def _append(
         committed = True
         headers = {"upload-offset": str(position)}
         if position == session.size:
-            file_id = await _finish(context, sessions, session, token, hasher)
+            try:
+                file_id = await context.uploads.finish(session, token, hasher)
+            except DigestMismatchError as exc:
+                raise _error(400, exc.code, f"the upload does not match what was signed: {exc}") from None
+            except Conflict as exc:
+                raise _error(409, exc.code, exc.message) from None
             headers["updown-file-id"] = file_id
         elif hasher is not None:
-            HASH_STATES.put(session.id, hasher)
+            context.uploads.hash_states.put(session.id, hasher)
         return headers
     finally:
         heartbeat.cancel()
@@ -375,75 +342,3 @@ async def _append(
                     await storage.delete_part(part.key)
         with contextlib.suppress(Exception):
             await sessions.release(session.id, token)
-
-
-async def _read_parts(storage: Storage, parts: Sequence[PartInfo]) -> AsyncIterator[bytes]:
-    for part in parts:
-        async for chunk in storage.get_part(part.key):
-            yield chunk
-
-
-async def _finish(
-    context: AppContext, sessions: UploadSessions, session: UploadSession, token: str, running: MultiHasher | None
-) -> str:
-    """Verify the whole upload against the signed values and make it a file; on a mismatch discard everything.
-    ``running``: this unit's digests of every byte, when it received them all; else the parts are read back."""
-    storage = context.storage
-    recorded = await sessions.parts(session.id)
-    parts = [PartInfo(p.key, p.size, p.md5) for p in recorded]
-    declared = Declared(size=session.size, md5=session.md5, sha256=session.sha256)
-    existing = await context.repository.object_for_sha256(session.sha256)
-    if existing is not None and await storage.head(existing) is None:
-        existing = None
-    owned = False
-    created = False
-    try:
-        hasher: MultiHasher
-        body: AsyncIterator[bytes]
-        if running is not None and running.size == session.size:
-            hasher = running
-            check(hasher.digests(), declared)
-            body = _read_parts(storage, parts)  # read only by backends that copy the parts
-        else:
-            hasher = MultiHasher()
-            body = verified_stream(_read_parts(storage, parts), declared, hasher, context.settings.chunk_size)
-            if existing is not None or storage.assembles_in_place(parts):
-                async for _ in body:  # one verifying read of everything
-                    pass
-        if existing is not None:
-            key = existing  # identical content is stored once
-        else:
-            key = object_key(session.sha256)
-            owned = await storage.assemble(key, parts, body, size=session.size, md5=session.md5)
-            created = True
-    except (DigestMismatchError, StorageIntegrityError) as exc:
-        field = getattr(exc, "field", "md5")
-        await discard(storage, sessions, session.id)
-        metrics.UPLOAD_FAILURES.labels(reason=f"{field}_mismatch").inc()
-        raise _error(400, f"{field}_mismatch", f"the upload does not match what was signed: {exc}") from None
-    record = file_record(
-        hasher.digests(),
-        package=session.package,
-        revision=session.revision,
-        filename=session.filename,
-        visibility=session.visibility,
-        key=key,
-        key_id=session.key_id,
-    )
-    try:
-        await context.repository.add(record, session.key_id)
-    except DuplicateFileError:
-        if created and not await context.repository.object_in_use(key):
-            await storage.delete(key)
-        await discard(storage, sessions, session.id)
-        raise _error(409, "duplicate", "a file with this package, revision and filename exists") from None
-    # Parts not assembled into the object (copied, deduplicated, or left by broken requests) go now.
-    keep = {p.key for p in parts} if owned else set()
-    async for part in storage.list_parts(part_prefix(session.id)):
-        if part.key not in keep:
-            with contextlib.suppress(Exception):
-                await storage.delete_part(part.key)
-    await sessions.finish(session.id, token, record.id)
-    metrics.UPLOADED_BYTES.inc(record.size)
-    log.info("resumable upload complete", extra={"file_id": record.id, "session": session.id, "size": record.size})
-    return record.id
