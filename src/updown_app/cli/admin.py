@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 from updown_app.cli.settings import load_settings
 
@@ -78,3 +79,27 @@ def cmd_find_published(args: argparse.Namespace) -> int:
 
     print(json.dumps({"id": asyncio.run(run())}))
     return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", type=Path, help="TOML config file (also UPDOWN_CONFIG)")
+
+    sp = sub.add_parser("serve", help="run the service")
+    with_config(sp)
+    sp.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database administration")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    sp = dbsub.add_parser("upgrade", help="apply Alembic migrations")
+    with_config(sp)
+    sp.set_defaults(func=cmd_db_upgrade)
+
+    sp = sub.add_parser("purge-uploads", help="remove expired resumable upload sessions and their parts")
+    with_config(sp)
+    sp.set_defaults(func=cmd_purge_uploads)
+
+    sp = sub.add_parser("find-published", help="the id of the published file at /<package>/<revision>/<filename>")
+    sp.add_argument("path")
+    with_config(sp)
+    sp.set_defaults(func=cmd_find_published)

@@ -44,6 +44,10 @@ class Catalog:
     async def latest(self, package: str, channel: str, pattern: str) -> File | None:
         return await self.channels.latest(package, channel, pattern)
 
+    async def name_taken(self, package: str, revision: str, filename: str) -> bool:
+        """Whether a file of this name exists here, whatever its state."""
+        return await self.repository.name_taken(package, revision, filename)
+
     async def by_name(self, package: str, revision: str, filename: str) -> File | None:
         """The file of this name, whatever its state."""
         async with self.repository.sessions() as session:

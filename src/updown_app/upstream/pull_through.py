@@ -124,7 +124,7 @@ class PullThrough:
         ``NotFound`` when the upstream does not have it either, or when this instance has the name but does not
         serve it (unpublished or private here: the upstream's copy must not override that)."""
         path = f"{package}/{revision}/{filename}"
-        if await self.catalog.repository.name_taken(package, revision, filename):
+        if await self.catalog.name_taken(package, revision, filename):
             raise NotFound("not_found", "no such file")
         info = await self._targetinfo(path)
         try:

@@ -171,7 +171,7 @@ async def create(request: Request) -> Response:
         created_at=now,
         expires_at=expires,
     )
-    sessions = UploadSessions(context.repository.sessions)
+    sessions = context.uploads.sessions
     await sessions.create(session)
     metrics.UPLOAD_SESSIONS_CREATED.inc()
     location = upload_urls.upload_path(context.verifier.keys[key_id], session.id, int(expires.timestamp()), key_id)
@@ -188,7 +188,7 @@ async def create(request: Request) -> Response:
 async def _session(context: Runtime, request: Request) -> tuple[UploadSessions, UploadSession]:
     p = request.path_params
     upload_urls.verify(context.verifier.keys, p["session_id"], p["expires"], p["key_id"], p["sig"])
-    sessions = UploadSessions(context.repository.sessions)
+    sessions = context.uploads.sessions
     session = await sessions.get(p["session_id"])
     if session is None or session.key_id != p["key_id"]:
         raise _error(404, "not_found", "no such upload")
