@@ -84,7 +84,7 @@ async def mint(request: Request) -> JSONResponse:
     raw_ttl = fields.get("expires_in", str(settings.default_ttl))
     if not raw_ttl.isdigit() or not 1 <= int(raw_ttl) <= settings.max_ttl:
         raise ApiError(400, "invalid_expires_in", f"field 'expires_in' must be 1-{settings.max_ttl} seconds")
-    file = await context.repository.get(request.path_params["file_id"])
+    file = await context.catalog.get(request.path_params["file_id"])
     if file is None:
         raise ApiError(404, "unknown_file", "no file with this id")
     expires_at = int(time.time()) + int(raw_ttl)

@@ -150,7 +150,7 @@ async def create(request: Request) -> Response:
     parsed = parse_fields(fields, settings.max_upload_size)
     if parsed.declared.size != length:
         raise _error(400, "length_mismatch", "Upload-Length must equal the signed size")
-    if await context.repository.name_taken(parsed.package, parsed.revision, parsed.filename):
+    if await context.catalog.name_taken(parsed.package, parsed.revision, parsed.filename):
         raise _error(409, "duplicate", DUPLICATE)
     now = utcnow()
     expires = now + timedelta(seconds=settings.uploads.expiry)

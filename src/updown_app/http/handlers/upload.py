@@ -55,7 +55,7 @@ async def _upload(context: Runtime, request: Request) -> Response:
     if reader.file_part is None:
         raise InvalidInput("missing_file", "the upload has no file part")
     parsed = parse_fields(fields, settings.max_upload_size)
-    if await context.repository.name_taken(parsed.package, parsed.revision, parsed.filename):
+    if await context.catalog.name_taken(parsed.package, parsed.revision, parsed.filename):
         raise Conflict("duplicate", DUPLICATE)
     content = StreamContent(reader.file_data(), parsed.declared, settings.chunk_size)
     record = await context.ingest.ingest(parsed, content, key_id)
