@@ -6,13 +6,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from updown_app.settings import Settings
+if TYPE_CHECKING:  # loaded by the commands that need it, not by every ``updown`` start
+    from updown_app.settings import Settings
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
+    from pydantic import ValidationError
+
+    from updown_app.settings import Settings
+
     if args.config is not None:
         os.environ["UPDOWN_CONFIG"] = str(args.config)  # worker processes re-read it
     try:
