@@ -34,7 +34,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from updown_app import signing  # noqa: E402
+from updown_app.core import signing  # noqa: E402
 
 MiB = 1024 * 1024
 PIECE = 1 * MiB

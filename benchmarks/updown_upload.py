@@ -8,7 +8,7 @@
   the file part sent by socket.sendfile. The digests are given (or computed before the clock starts), like the
   registry's monolithic PUT whose sha256 is in the URL, so ``transfer_s`` is the HTTP request alone: connect,
   send the body, server stores + verifies it, 201 received. Fields and signature come from
-  ``updown_app.signing`` (the same string-to-sign as the package's client).
+  ``updown_app.core.signing`` (the same string-to-sign as the package's client).
 --via client: ``updown_app.client.UpdownClient.upload`` timed as a whole (it hashes the file first, then
   streams it through httpx in 1 MiB chunks), for reference.
 """
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from updown_app import signing
+from updown_app.core import signing
 
 
 def digests(path: Path) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the ASGI middleware that counts requests and bytes by route.
+"""Prometheus metrics of the service (the HTTP middleware that counts requests is ``http/middleware/metrics.py``).
 
 Labels use the route template (``/{package}/{revision}/{filename}``), never the concrete path, to keep
 cardinality bounded.
@@ -6,15 +6,7 @@ cardinality bounded.
 
 from __future__ import annotations
 
-import logging
-import time
-
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from updown_app.auth.links import redacted_path  # link tokens never reach the logs
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("updown_http_requests_total", "HTTP requests", ["route", "method", "status"])
 DURATION = Histogram(
@@ -54,71 +46,3 @@ INDEX_VERSIONS = Counter("updown_index_versions_total", "Signed index metadata v
 PULL_THROUGH = Counter(
     "updown_pull_through_total", "Downloads fetched from the upstream (stored, refused, failed)", ["result"]
 )
-
-
-access_log = logging.getLogger("updown.access")
-
-
-def route_of(scope: Scope) -> str:
-    route = scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
-
-
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
-        self.app = app
-        self.access_log = access_log
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-        sent = 0
-        received = 0
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            return message
-
-        async def counting_send(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, counting_send)
-        finally:
-            route = route_of(scope)
-            REQUESTS.labels(route, scope["method"], str(status)).inc()
-            DURATION.labels(route).observe(time.perf_counter() - start)
-            if received:
-                BYTES_IN.labels(route).inc(received)
-            if sent:
-                BYTES_OUT.labels(route).inc(sent)
-            if self.access_log:
-                client = scope.get("client")
-                # The path is logged without its query string: signed GETs carry fields there.
-                access_log.info(
-                    "request",
-                    extra={
-                        "method": scope["method"],
-                        "path": redacted_path(scope["path"]),
-                        "route": route,
-                        "status": status,
-                        "sent": sent,
-                        "received": received,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                        "client": client[0] if client else None,
-                    },
-                )
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -14,7 +14,7 @@ from ops import testing
 
 from tests.charms.app_charm import charm as charm_module
 from tests.charms.app_charm import context, workload
-from updown_app.cache_units import CacheUnits
+from updown_app.caches.units import CacheUnits
 from updown_app.settings import Settings
 
 UpdownAppCharm = charm_module.UpdownAppCharm

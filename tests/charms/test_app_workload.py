@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from tests.charms.app_charm import CHARM_DIR, models, workload
 from tests.support.server import free_port
-from updown_app.cache_units import CacheUnits
+from updown_app.caches.units import CacheUnits
 from updown_app.settings import Settings
 
 REPO = CHARM_DIR.parents[1]

@@ -29,7 +29,7 @@ from tests.support.server import ServerProcess, make_server
 from tests.support.swift import SWIFT_KEY, SWIFT_URL, SWIFT_USER
 from tests.support.tuf_index import IndexKeys
 from updown_app.index.keys import load_signers
-from updown_app.upstream import state_dir_for
+from updown_app.upstream.importer import state_dir_for
 
 
 class MetadataProxy:

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import need_service
 from tests.support.forms import form, multipart, signed_headers, upload_fields
 from tests.support.server import KEY_ID, ServerProcess, free_port, make_server
-from updown_app.api.health import READY_CACHE_TTL
+from updown_app.http.handlers.health import READY_CACHE_TTL
 
 MiB = 1024 * 1024
 SWIFT_URL = os.environ.get("UPDOWN_TEST_SWIFT_URL")

@@ -3,7 +3,7 @@
 - ``FakeSso``: RFC 7662 introspection (``POST /introspect``, HTTP Basic client credentials) and a JWKS
   (``GET /jwks``), with keys generated in the test.
 - ``FakeStore``: the store's access-check API (``POST /access-check``), which verifies our HMAC signature exactly
-  as the store would (``updown_app.signing``), refuses replayed nonces and answers from a set of grants.
+  as the store would (``updown_app.core.signing``), refuses replayed nonces and answers from a set of grants.
 
 Both have a slow mode (``delay``), a failing mode (``fail_status``) and can be stopped and started again on the
 same port (unreachable). Counters let tests see whether a cache answered instead.
@@ -24,7 +24,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from updown_app import signing
+from updown_app.core import signing
 
 
 class _Server(ThreadingHTTPServer):

@@ -7,7 +7,7 @@ import secrets
 import time
 from collections.abc import Iterable
 
-from updown_app import signing
+from updown_app.core import signing
 
 Part = tuple[str, str | None, bytes]  # (name, filename or None for a field, content)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from updown_app import signing
 from updown_app.client import UpdownClient
+from updown_app.core import signing
 
 KEY_ID = "store-test"
 

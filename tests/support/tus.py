@@ -11,7 +11,7 @@ from tusclient.client import TusClient
 from tusclient.uploader import Uploader
 
 from tests.support.server import KEY_ID, ServerProcess
-from updown_app import signing
+from updown_app.core import signing
 
 TUS = {"Tus-Resumable": "1.0.0"}
 

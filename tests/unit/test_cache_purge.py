@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.support.server import ServerProcess, free_port, make_server
-from updown_app.cache_purge import ban_expression
+from updown_app.caches.purge import ban_expression
 
 
 class BanRecorder:

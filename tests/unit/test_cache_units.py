@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from updown_app.cache_units import CacheUnits
+from updown_app.caches.units import CacheUnits
 from updown_app.settings import CacheSettings
 from updown_app.storage.local import LocalStorage
 from updown_app.storage.read_cache import ReadCacheStorage

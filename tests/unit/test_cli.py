@@ -89,3 +89,21 @@ def test_same_flow_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
         assert (tmp_path / "pg.out").read_bytes() == src.read_bytes()
     finally:
         srv.stop()
+
+
+def test_find_published_names_the_file_served_at_a_path(server: ServerProcess, tmp_path: Path) -> None:
+    """`updown find-published` (the charm's unpublish-by-name action) reads the instance's own settings."""
+    (tmp_path / "f.bin").write_bytes(b"find me\n")
+    rec = json.loads(run(server, tmp_path, "upload", "f.bin", "--package", "find", "--revision", "1").stdout)
+
+    def find(path: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **server.env}
+        cmd = [sys.executable, "-m", "updown_app", "find-published", path]
+        return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    assert json.loads(find("/find/1/f.bin").stdout) == {"id": None}  # unpublished: not served
+    run(server, tmp_path, "publish", rec["id"])
+    assert json.loads(find("/find/1/f.bin").stdout) == {"id": rec["id"]}
+    assert json.loads(find("find/1/other.bin").stdout) == {"id": None}
+    bad = find("/find/1")
+    assert bad.returncode != 0 and "/<package>/<revision>/<filename>" in bad.stderr

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.support.server import ServerProcess
-from updown_app.dot_segments import normalized
+from updown_app.http.middleware.dot_segments import normalized
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.server import KEY_ID, ServerProcess, make_server
 from tests.unit.test_cache_purge import BanRecorder
-from updown_app import signing
+from updown_app.core import signing
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.support.fake_sso import FakeSso, FakeStore, SigningKey, ec_key, rsa_key, unsigned_token
 from tests.support.server import KEY_ID, ServerProcess, make_server
-from updown_app import signing
 from updown_app.auth.cache import TtlCache
 from updown_app.auth.links import LinkError, LinkSigner, link_path, redacted_path
 from updown_app.auth.store_authorizer import build_authorizer
+from updown_app.core import signing
 from updown_app.settings import Settings
 
 PRIVATE = "private.localhost"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from updown_app.api.ranges import ByteRange, RangeError, evaluate, http_date, parse_range
+from updown_app.http.wire.ranges import ByteRange, RangeError, evaluate, http_date, parse_range
 
 ETAG = '"abc"'
 MODIFIED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from updown_app import signing
+from updown_app.core import signing
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "signing.md"
 

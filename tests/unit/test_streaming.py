@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from updown_app.api.streaming import MIN_READ, PROBE_BYTES, next_read_size
+from updown_app.http.wire.streaming import MIN_READ, PROBE_BYTES, next_read_size
 
 MiB = 1024 * 1024
 FAST = 0.00001  # seconds to hand a chunk over without waiting

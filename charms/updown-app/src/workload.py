@@ -499,34 +499,13 @@ def purge_uploads(layout: Layout) -> str:
     return run([layout.updown(), "purge-uploads", "--config", layout.config], timeout=3600)
 
 
-# Run by the release's own Python: the id of the published file at /<package>/<revision>/<filename>, or null.
-_FIND_PUBLISHED = """
-import asyncio, json, sys
-from pathlib import Path
-from updown_app.metadata.db import create_engine, session_factory
-from updown_app.metadata.repository import Repository
-from updown_app.settings import Settings
-
-async def main(config, package, revision, filename):
-    engine = create_engine(Settings.load(Path(config)).resolved_database_url)
-    try:
-        found = await Repository(session_factory(engine)).published(package, revision, filename)
-        print(json.dumps({"id": found.id if found else None}))
-    finally:
-        await engine.dispose()
-
-asyncio.run(main(*sys.argv[1:5]))
-"""
-
-
 def find_published(layout: Layout, path: str) -> str | None:
     """The id of the published file served at `path` (/<package>/<revision>/<filename>), through the current
-    release's own metadata code (the app's API looks files up by id only)."""
+    release's own `updown find-published` (the app's API looks files up by id only)."""
     parts = path.strip().strip("/").split("/")
     if len(parts) != 3 or not all(parts):
         raise ValueError("name must be /<package>/<revision>/<filename>")
-    python = layout.updown().with_name("python")
-    out = run([python, "-c", _FIND_PUBLISHED, layout.config, *parts], timeout=120)
+    out = run([layout.updown(), "find-published", "--config", str(layout.config), "/" + "/".join(parts)], timeout=120)
     found = json.loads(out.strip().splitlines()[-1])["id"]
     return str(found) if found else None
 

@@ -1,7 +1,7 @@
 """Asking the store whether a user may have a package (protocol: docs/private-downloads.md).
 
 ``POST <access_check.url>`` with a JSON object of string fields ``user``, ``package``, ``timestamp`` and
-``nonce``, signed with the store's own HMAC scheme (``updown_app.signing``: method ``POST``, the URL's path, those
+``nonce``, signed with the store's own HMAC scheme (``updown_app.core.signing``: method ``POST``, the URL's path, those
 four fields) in ``Authorization: UPDOWN-HMAC-SHA256 KeyId=..., Signature=...``. The store answers ``200`` with
 ``{"allowed": true|false}`` and optionally ``"max_age": <seconds>`` to shorten our caching of that answer.
 Anything else (another status, malformed JSON, no answer within ``timeout``) means "cannot decide": 503 with
@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from updown_app import signing
 from updown_app.auth.cache import SingleFlight, TtlCache
 from updown_app.auth.remote import post_json
-from updown_app.errors import ApiError
+from updown_app.core import signing
+from updown_app.core.errors import Unavailable
 from updown_app.settings import AccessCheckSettings
 
 log = logging.getLogger("updown.auth.access")
@@ -65,7 +65,7 @@ class AccessChecker:
         self._flights: SingleFlight[tuple[str, str], tuple[bool, float | None]] = SingleFlight()
 
     async def allowed(self, user: str, package: str, not_after: float | None = None) -> bool:
-        """The store's answer for (user, package); ApiError 503 when it cannot be had.
+        """The store's answer for (user, package); Unavailable when it cannot be had.
 
         ``not_after`` (the token's expiry) bounds how long an "allowed" answer is cached.
         """
@@ -92,11 +92,8 @@ class AccessChecker:
                 "store access check unavailable: failing closed",
                 extra={"reason": exc.reason, "user": user, "package": package},
             )
-            raise ApiError(
-                503,
-                "store_unavailable",
-                "the store's access check cannot be reached; retry later",
-                {"retry-after": str(self.retry_after)},
+            raise Unavailable(
+                "store_unavailable", "the store's access check cannot be reached; retry later", self.retry_after
             ) from None
 
     def request(self, user: str, package: str) -> tuple[bytes, dict[str, str]]:

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from starlette.requests import Request
 
-from updown_app.errors import ApiError
+from updown_app.core.errors import Forbidden, Unauthenticated
 from updown_app.metadata.models import File
 
 
@@ -23,11 +23,11 @@ class Principal:
 
 class Authorizer(Protocol):
     async def authenticate(self, request: Request) -> Principal:
-        """The caller, or ApiError 401 (no/invalid credentials) / 503 (identity provider unreachable)."""
+        """The caller, or Unauthenticated (no/invalid credentials) / Unavailable (identity provider down)."""
         ...
 
     async def authorize(self, principal: Principal, file: File) -> None:
-        """Return when allowed; ApiError 403 when denied, 503 when the decision cannot be made."""
+        """Return when allowed; Forbidden when denied, Unavailable when the decision cannot be made."""
         ...
 
 
@@ -35,7 +35,7 @@ class DenyAll:
     """The default: no private download is possible until an authorizer is configured."""
 
     async def authenticate(self, request: Request) -> Principal:
-        raise ApiError(401, "unauthorized", "private downloads need authentication", {"www-authenticate": "Bearer"})
+        raise Unauthenticated("unauthorized", "private downloads need authentication", "Bearer")
 
     async def authorize(self, principal: Principal, file: File) -> None:
-        raise ApiError(403, "forbidden", "access denied")
+        raise Forbidden("forbidden", "access denied")

@@ -1,6 +1,6 @@
 """Verification of the store's HMAC-signed requests: key ring, clock skew and replayed nonces.
 
-The canonical form itself lives in ``updown_app.signing`` so the client and the server cannot drift apart.
+The canonical form itself lives in ``updown_app.core.signing`` so the client and the server cannot drift apart.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-from updown_app import signing
-from updown_app.errors import ApiError
+from updown_app.core import signing
+from updown_app.core.errors import Unauthenticated
 from updown_app.metadata.repository import Repository
 
 
-def _unauthorized(code: str, message: str) -> ApiError:
-    return ApiError(401, code, message, {"www-authenticate": signing.SCHEME})
+def _unauthorized(code: str, message: str) -> Unauthenticated:
+    return Unauthenticated(code, message, signing.SCHEME)
 
 
 class RequestVerifier:

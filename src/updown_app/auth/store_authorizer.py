@@ -14,7 +14,7 @@ from starlette.requests import Request
 from updown_app.auth.access_check import AccessChecker
 from updown_app.auth.private import Principal
 from updown_app.auth.tokens import CachedTokenValidator, bearer_token, create_token_validator
-from updown_app.errors import ApiError
+from updown_app.core.errors import Forbidden
 from updown_app.metadata.models import File, Visibility
 from updown_app.settings import Settings
 
@@ -35,7 +35,7 @@ class StoreAuthorizer:
             return  # anyone may have a public file; the store need not be asked
         if not await self.access.allowed(principal.user_id, file.package, principal.expires_at):
             log.info("private download denied", extra={"user": principal.user_id, "package": file.package})
-            raise ApiError(403, "forbidden", "you are not allowed to download this package")
+            raise Forbidden("forbidden", "you are not allowed to download this package")
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -29,7 +29,7 @@ import jwt
 from updown_app.auth.cache import SingleFlight, TtlCache
 from updown_app.auth.private import Principal
 from updown_app.auth.remote import post_json
-from updown_app.errors import ApiError
+from updown_app.core.errors import Unauthenticated, Unavailable
 from updown_app.settings import IntrospectionSettings, JwtSettings, SsoSettings
 
 log = logging.getLogger("updown.auth.tokens")
@@ -56,22 +56,17 @@ class SsoUnavailable(Exception):
         self.reason = reason
 
 
-def unauthorized(code: str, message: str, error: str | None = None) -> ApiError:
+def unauthorized(code: str, message: str, error: str | None = None) -> Unauthenticated:
     challenge = REALM if error is None else f'{REALM}, error="{error}"'
-    return ApiError(401, code, message, {"www-authenticate": challenge})
+    return Unauthenticated(code, message, challenge)
 
 
-def unavailable(retry_after: int) -> ApiError:
-    return ApiError(
-        503,
-        "sso_unavailable",
-        "the sign-on service cannot be reached; retry later",
-        {"retry-after": str(retry_after)},
-    )
+def unavailable(retry_after: int) -> Unavailable:
+    return Unavailable("sso_unavailable", "the sign-on service cannot be reached; retry later", retry_after)
 
 
 def bearer_token(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header, or ApiError 401."""
+    """The token of an ``Authorization: Bearer <token>`` header, or Unauthenticated."""
     if authorization is None or not authorization.strip():
         raise unauthorized("missing_token", "private downloads need an OAuth bearer token")
     scheme, _, token = authorization.strip().partition(" ")
@@ -324,7 +319,7 @@ class CachedTokenValidator:
         self._flights: SingleFlight[bytes, Principal | str] = SingleFlight()
 
     async def authenticate(self, token: str) -> Principal:
-        """The token's principal, or ApiError 401 (invalid) / 503 (SSO unavailable)."""
+        """The token's principal, or Unauthenticated (invalid) / Unavailable (SSO unreachable)."""
         key = hashlib.sha256(token.encode()).digest()
         cached = self.cache.get(key, self.clock())
         if cached is None:

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping
 
-from updown_app.errors import ApiError
+from updown_app.core.errors import Expired, NotFound
 
 SCOPE = "UPDOWN-UPLOAD"
 SESSION_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -41,7 +41,7 @@ def verify(
         or not SIG_RE.match(sig)
         or not hmac.compare_digest(_mac(secret, session_id, int(expires), key_id), sig)
     ):
-        raise ApiError(404, "not_found", "no such upload")
+        raise NotFound("not_found", "no such upload")
     if int(expires) <= (time.time() if now is None else now):
-        raise ApiError(410, "upload_expired", "this upload expired")
+        raise Expired("upload_expired", "this upload expired")
     return int(expires)

@@ -43,6 +43,9 @@ from updown_app.metadata.models import File, FileChannel, FileState, IndexMetada
 from updown_app.metrics import INDEX_VERSIONS
 from updown_app.settings import IndexSettings
 
+# Where the metadata is served (``http/handlers/index.py``); ``/-/`` cannot be a package name.
+METADATA_PREFIX = "/-/tuf/metadata/"
+TIMESTAMP_PATH = METADATA_PREFIX + "timestamp.json"
 log = logging.getLogger("updown.index")
 TIMESTAMPS_KEPT = 10  # older timestamps are never served; a few are kept for the record
 _SERIALIZER = JSONSerializer(compact=True)
@@ -65,7 +68,12 @@ class UpdateResult:
 
 
 class SignedIndex:
-    def __init__(self, settings: IndexSettings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        settings: IndexSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        on_change: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         assert settings.root_dir is not None and settings.keys_file is not None
         self.settings = settings
         self.sessions = sessions
@@ -80,7 +88,7 @@ class SignedIndex:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         # Run after the background refresh wrote new metadata (the cache purge of timestamp.json).
-        self.on_change: Callable[[], Awaitable[None]] | None = None
+        self.on_change = on_change  # after a background re-signing changed the timestamp
 
     @staticmethod
     def configured(settings: IndexSettings) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy import delete, exists, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from updown_app.metadata.channels import channels_of, set_channels
 from updown_app.metadata.models import File, FileEvent, FileState, Nonce
 
 
@@ -22,10 +23,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
+@dataclass(frozen=True)
 class StateChange:
+    """What one ``set_state`` did: the file as it now is, whether its state flipped, its channels before/after."""
+
     file: File
     changed: bool
+    channels_before: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+
+    @property
+    def moved(self) -> bool:
+        return self.channels_before != self.channels
 
 
 class PublishedCache:
@@ -102,23 +111,30 @@ class Repository:
                 raise DuplicateFileError from exc
         return file
 
-    async def set_state(self, file_id: str, state: FileState, key_id: str) -> StateChange | None:
-        """Flip the state (idempotently); records an event only when it changed. None: unknown id."""
+    async def set_state(
+        self, file_id: str, state: FileState, key_id: str, channels: Sequence[str] | None = None
+    ) -> StateChange | None:
+        """Flip the state (idempotently) and, when ``channels`` is given, make them exactly the file's channels,
+        in one transaction; records an event only when the state changed. None: unknown id."""
         async with self.sessions() as session, session.begin():
             file = await session.get(File, file_id, with_for_update=True)
             if file is None:
                 return None
-            if file.state == state:
-                return StateChange(file, changed=False)
-            now = utcnow()
-            file.state = state
-            if state is FileState.published:
-                file.published_at = now
-            else:
-                file.unpublished_at = now
-            session.add(FileEvent(file_id=file.id, action=state.value.removesuffix("ed"), key_id=key_id, at=now))
-        self.cache.drop((file.package, file.revision, file.filename))
-        return StateChange(file, changed=True)
+            before = await channels_of(session, file_id)
+            after = before if channels is None else await set_channels(session, file_id, before, channels)
+            changed = file.state != state
+            if changed:
+                now = utcnow()
+                file.state = state
+                if state is FileState.published:
+                    file.published_at = now
+                else:
+                    file.unpublished_at = now
+                event = FileEvent(file_id=file.id, action=state.value.removesuffix("ed"), key_id=key_id, at=now)
+                session.add(event)
+        if changed:
+            self.cache.drop((file.package, file.revision, file.filename))
+        return StateChange(file, changed, before, after)
 
     async def published(self, package: str, revision: str, filename: str) -> File | None:
         key = (package, revision, filename)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from updown_app.cache_units import CacheUnits
+from updown_app.caches.units import CacheUnits
 from updown_app.settings import Settings
 from updown_app.storage.base import (
     ObjectInfo,

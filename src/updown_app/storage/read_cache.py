@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 from uhashring import HashRing
 
-from updown_app.cache_units import CacheUnits
+from updown_app.caches.units import CacheUnits
 from updown_app.metrics import READ_CACHE_FALLBACKS, READ_CACHE_READS
 from updown_app.settings import Settings
 from updown_app.storage.base import ObjectInfo, PartInfo, Storage, StorageError

@@ -1,0 +1,119 @@
+"""The ASGI application: routes, middleware, error mapping and the lifespan that builds the ``Runtime`` once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from updown_app.auth.private import Authorizer
+from updown_app.core.errors import DomainError
+from updown_app.http.errors import ApiError, api_error_handler, error_response
+from updown_app.http.handlers import download, files, health, index, latest, links, resumable, upload
+from updown_app.http.middleware.dot_segments import DotSegmentsMiddleware
+from updown_app.http.middleware.https_only import HttpsOnlyMiddleware
+from updown_app.http.middleware.metrics import MetricsMiddleware, metrics_endpoint
+from updown_app.runtime import Runtime, build_runtime, close_runtime
+from updown_app.services.upload_purge import purge_expired
+from updown_app.settings import Settings
+
+log = logging.getLogger("updown.app")
+NONCE_PURGE_INTERVAL = 60.0
+
+
+async def _purge_nonces(context: Runtime) -> None:
+    while True:
+        await asyncio.sleep(NONCE_PURGE_INTERVAL)
+        try:
+            await context.repository.purge_nonces()
+        except Exception:  # keep purging after a transient database error
+            log.exception("purging expired nonces failed")
+
+
+async def _purge_uploads(context: Runtime) -> None:
+    interval = context.settings.uploads.purge_interval
+    while True:
+        try:
+            await purge_expired(context.storage, context.uploads.sessions, context.settings.uploads.lease)
+        except Exception:  # keep purging after a transient database or storage error
+            log.exception("purging expired upload sessions failed")
+        await asyncio.sleep(interval)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def create_app(settings: Settings | None = None, authorizer: Authorizer | None = None) -> Starlette:
+    settings = settings or Settings.load()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        context = await build_runtime(settings, authorizer)
+        app.state.runtime = context
+        app.state.readiness = health.Readiness()
+        purger = asyncio.create_task(_purge_nonces(context))
+        upload_purger = asyncio.create_task(_purge_uploads(context)) if settings.uploads.purge_interval > 0 else None
+        try:
+            yield
+        finally:
+            purger.cancel()
+            if upload_purger is not None:
+                upload_purger.cancel()
+            await close_runtime(context)
+
+    routes = [
+        Route("/healthz", health.healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", health.readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/v1/files", upload.upload, methods=["POST"]),
+        Route("/v1/uploads", resumable.create, methods=["POST"]),
+        Route("/v1/uploads", resumable.options, methods=["OPTIONS"]),
+        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.head, methods=["HEAD"]),
+        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.patch, methods=["PATCH"]),
+        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.terminate, methods=["DELETE"]),
+        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.options, methods=["OPTIONS"]),
+        Route("/v1/files/{file_id}", files.info, methods=["GET"]),
+        Route("/v1/files/{file_id}/publish", files.publish, methods=["POST"]),
+        Route("/v1/files/{file_id}/unpublish", files.unpublish, methods=["POST"]),
+        Route("/v1/files/{file_id}/links", links.mint, methods=["POST"]),
+        Route("/-/link/{token}/{package}/{revision}/{filename}", links.download, methods=["GET", "HEAD"]),
+        Route("/-/tuf/metadata/{name}", index.metadata, methods=["GET", "HEAD"]),
+        Route("/{package}/{channel}/latest/{pattern}", latest.latest, methods=["GET", "HEAD"]),
+        Route("/{package}/{revision}/{filename}", download.download, methods=["GET", "HEAD"]),
+    ]
+    middleware = []
+    if settings.trusted_proxies:
+        middleware.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies))
+    middleware += [
+        Middleware(MetricsMiddleware, access_log=settings.access_log),
+        Middleware(HttpsOnlyMiddleware, redirect_port=settings.redirect_port, hsts=settings.tls),
+        Middleware(DotSegmentsMiddleware),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: api_error_handler,
+            DomainError: api_error_handler,
+            HTTPException: _http_exception,
+            Exception: _unhandled,
+        },
+    )
