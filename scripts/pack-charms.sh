@@ -83,7 +83,7 @@ sys.argv[0] = "charmcraft"
 sys.exit(main())
 EOF
 charmcraft=("$venv/bin/python" "$shim")
-export CHARMCRAFT="${charmcraft[*]}"  # charms/updown-app/pack.sh runs it
+export CHARMCRAFT="${charmcraft[*]}"  # the charms' pack.sh run it
 # charmcraft writes its state and logs under $HOME; keep them per run of this script's venv.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$venv/runtime}"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
@@ -116,7 +116,7 @@ analyse() {  # analyse <charm file>: print the analysis, fail on an error or a f
 for c in "${charms[@]}"; do
   case "$c" in
     updown-app) pack updown-app "$root/charms/updown-app" "$root/charms/updown-app/pack.sh" ;;
-    updown-cache) pack updown-cache "$root/charms/cache" "${charmcraft[@]}" pack ;;
+    updown-cache) pack updown-cache "$root/charms/cache" "$root/charms/cache/pack.sh" ;;
   esac
 done
 for c in "${charms[@]}"; do analyse "$out/${c}_amd64.charm"; done

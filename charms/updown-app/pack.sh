@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pack the updown-app charm. The build instance only sees this directory, so the app's source (this repository's
-# package) and the cache charm's relation schema are copied next to charmcraft.yaml first; charmcraft's
-# `wheelhouse` part then builds the wheels of the app and its dependencies for the base's Python.
+# package) and the library both charms carry (charms/common/updown_charms) are copied in first: the app to dist/,
+# the library to lib/ (dispatch puts lib/ on the charm's path); charmcraft's `wheelhouse` part then builds the
+# wheels of the app and its dependencies for the base's Python.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -12,7 +13,9 @@ find "$here/dist/updown-app" -name '__pycache__' -prune -exec rm -rf {} +
 if [ -n "${UPDOWN_RELEASE:-}" ]; then  # pack another release of the same code (refresh tests)
     sed -i "s/^version = \".*\"/version = \"$UPDOWN_RELEASE\"/" "$here/dist/updown-app/pyproject.toml"
 fi
-cp "$root/charms/cache/src/interface.py" "$here/src/interface.py"  # one schema: the cache charm's (not in git)
+rm -f "$here/src/interface.py"  # left by packs before the schema moved to the shared library
+rm -rf "$here/lib/updown_charms" && mkdir -p "$here/lib" && cp -r "$root/charms/common/updown_charms" "$here/lib/"
+find "$here/lib/updown_charms" -name '__pycache__' -prune -exec rm -rf {} +
 cd "$here"
 charmcraft=(${CHARMCRAFT:-charmcraft})  # scripts/pack-charms.sh passes its own (see there)
 [ -e lib/charms/grafana_agent/v0/cos_agent.py ] ||

@@ -1,7 +1,7 @@
 """The updown-app charm's modules, imported as the charm imports them (charms/updown-app/src on sys.path) but
 kept out of sys.modules afterwards: the cache charm's tests import their own `charm`, `state`, `models`,
-`workload` and `interface` by the same names (tests/charms/conftest.py). `interface` is the cache charm's own file
-(the one definition of the relation schema), as in the packed charm."""
+and `workload` by the same names (tests/charms/conftest.py). The library both charms carry (charms/common,
+`updown_charms`) is one and the same for both."""
 
 from __future__ import annotations
 
@@ -15,14 +15,13 @@ import yaml
 from ops import testing
 
 CHARM_DIR = Path(__file__).resolve().parents[2] / "charms" / "updown-app"
-CACHE_SCHEMA_DIR = CHARM_DIR.parent / "cache" / "src"
-_NAMES = ("models", "interface", "workload", "rollout", "state", "charm")
+COMMON_DIR = CHARM_DIR.parent / "common"
+_NAMES = ("models", "workload", "rollout", "state", "charm")
 
 
 def _load() -> dict[str, ModuleType]:
     saved = {name: sys.modules.pop(name) for name in _NAMES if name in sys.modules}
-    # The relation schema has one definition, the cache charm's; pack.sh copies it into the packed charm.
-    paths = [str(CHARM_DIR / "src"), str(CACHE_SCHEMA_DIR)]
+    paths = [str(CHARM_DIR / "src"), str(COMMON_DIR)]
     sys.path[:0] = paths
     try:
         return {name: importlib.import_module(name) for name in _NAMES}
@@ -36,7 +35,6 @@ def _load() -> dict[str, ModuleType]:
 
 _modules = _load()
 models = _modules["models"]
-interface = _modules["interface"]
 workload = _modules["workload"]
 rollout = _modules["rollout"]
 state = _modules["state"]

@@ -1,4 +1,5 @@
-"""The cache charm's tests import its modules as the charm does (charms/cache/src on sys.path)."""
+"""The cache charm's tests import its modules as the charm does (charms/cache/src on sys.path, and the library both
+charms carry, charms/common, as their lib/)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from ops import testing
 
 CHARM_DIR = Path(__file__).resolve().parents[2] / "charms" / "cache"
-sys.path.insert(0, str(CHARM_DIR / "src"))
+sys.path[:0] = [str(CHARM_DIR / "src"), str(CHARM_DIR.parent / "common")]
 
 import charm as cache_charm  # noqa: E402
 import workload as cache_workload  # noqa: E402

@@ -127,8 +127,8 @@ def test_haproxy_sends_a_draining_origin_no_requests(tmp_path: Path, origins: di
 def test_cache_charm_carries_the_draining_flag(cache_ctx, cache_host, tls_pair) -> None:
     chain, key = tls_pair
     secret = testing.Secret(tracked_content={"certificate": chain, "key": key})
-    # what the updown-app charm writes (its copy of the schema, its own dump)
-    from tests.charms.app_charm import interface as app_interface
+    # what the updown-app charm writes (the schema both charms carry)
+    from updown_charms import interface as app_interface
 
     bags: dict[int, dict[str, str]] = {0: {}, 1: {}}
     app_interface.AppUnitData(address="10.1.0.1", port=8000, draining=False).dump(bags[0])

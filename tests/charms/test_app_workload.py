@@ -266,18 +266,6 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert "TimeoutStopSec=300" in unit.read_text()
 
 
-def test_the_cache_relation_schema_roles_match_the_app_charms() -> None:
-    """The relation schema is the cache charm's file (pack.sh copies it in); its `Role` comes from the models of
-    whichever charm imports it, so both charms' roles must agree."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("cache_models", REPO / "charms" / "cache" / "src" / "models.py")
-    assert spec is not None and spec.loader is not None
-    cache_models = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cache_models)
-    assert {r.value for r in cache_models.Role} == {r.value for r in models.Role}
-
-
 def test_workers_are_sized_to_the_machine() -> None:
     assert workload.workers_for(None) == 1
     assert workload.workers_for(4) == 4

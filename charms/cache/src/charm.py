@@ -14,9 +14,10 @@ from charmlibs.interfaces.tls_certificates import (
 
 import state as juju_state
 import workload
-from interface import CacheUnitData, RingUnitData
-from models import CacheState, RingMember, Role, TLSMaterial
+from models import CacheState, RingMember, TLSMaterial
 from state import APP, CERTIFICATES, RING, StateError
+from updown_charms.interface import CacheUnitData, RingUnitData
+from updown_charms.values import Role
 
 logger = logging.getLogger(__name__)
 

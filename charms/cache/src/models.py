@@ -4,14 +4,12 @@ config, relations and secrets, or directly by the local stack and the tests. No 
 from __future__ import annotations
 
 import re
-from enum import StrEnum
-from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Port = Annotated[int, Field(ge=1, le=65535)]
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+from updown_charms.values import HOSTNAME, Port, Role, hostname
+
 _SIZE = re.compile(r"^[1-9][0-9]*[KMGT]$")
 _UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
@@ -20,11 +18,6 @@ _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CE
 def size_bytes(value: str) -> int:
     """A validated size ("8M") in bytes; nginx has no T suffix, so the backend role renders plain bytes."""
     return int(value[:-1]) * _UNITS[value[-1]]
-
-
-class Role(StrEnum):
-    FRONTEND = "frontend"
-    BACKEND = "backend"
 
 
 class CacheConfig(BaseModel):
@@ -52,10 +45,7 @@ class CacheConfig(BaseModel):
     @field_validator("public_hostname", "private_hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:
-        value = value.strip().lower()
-        if value and not _HOSTNAME.match(value):
-            raise ValueError(f"not a hostname: {value!r}")
-        return value
+        return hostname(value)
 
     @field_validator("cache_size", "slice_size")
     @classmethod
@@ -89,7 +79,7 @@ class CacheConfig(BaseModel):
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("must be https://host[:port], without a path or query")
         host = parts.hostname.lower()
-        if not _HOSTNAME.match(host):
+        if not HOSTNAME.match(host):
             raise ValueError(f"not a hostname: {host!r}")
         if re.fullmatch(r"[0-9.]+", host):  # nginx matches the certificate's DNS names only (and sends it as SNI)
             raise ValueError("name the store by its host name, not an IP address (its certificate is checked)")

@@ -4,13 +4,14 @@ problem becomes a StateError with the message the unit shows (collect-status).""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import ops
 import pydantic
 
-from interface import AppUnitData, RingUnitData
 from models import CacheConfig, Origin, RingMember, TLSMaterial
+from updown_charms import status
+from updown_charms.interface import AppUnitData, RingUnitData
+from updown_charms.status import StateError
 
 logger = logging.getLogger(__name__)
 
@@ -27,27 +28,8 @@ class CharmConfig(CacheConfig):
     tls_secret_id: ops.Secret | None = None
 
 
-@dataclass(frozen=True)
-class StateError(Exception):
-    status: ops.StatusBase
-
-    def __str__(self) -> str:
-        return self.status.message
-
-
 def load_config(charm: ops.CharmBase) -> CharmConfig:
-    try:
-        return charm.load_config(CharmConfig)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(_problem(err["loc"], err["msg"]) for err in exc.errors())
-        raise StateError(ops.BlockedStatus(f"invalid config: {problems}")) from exc
-
-
-def _problem(loc: tuple[int | str, ...], msg: str) -> str:
-    """`option: problem`, or just the problem when it spans options (a model validator)."""
-    msg = msg.removeprefix("Value error, ")
-    option = ".".join(str(p) for p in loc).replace("_", "-")
-    return f"{option}: {msg}" if option else msg
+    return status.load_config(charm, CharmConfig)
 
 
 def unit_address(charm: ops.CharmBase) -> str:

@@ -14,7 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import CacheState, Role, size_bytes
+from models import CacheState, size_bytes
+from updown_charms import files
+from updown_charms.files import write_files
+from updown_charms.values import Role
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +54,7 @@ class Layout:
 
     @classmethod
     def under(cls, root: Path) -> Layout:
-        base = cls()
-        return cls(
-            **{name: root / str(getattr(base, name)).lstrip("/") for name in cls.__dataclass_fields__}  # type: ignore[arg-type]
-        )
+        return files.relocated(cls(), root)
 
 
 def _q(value: str) -> str:
@@ -317,23 +317,6 @@ def rendered_files(state: CacheState, layout: Layout) -> dict[Path, str]:
         layout.vcl: render_vcl(state),
         layout.varnish_dropin: render_varnish_dropin(state, layout),
     }
-
-
-def write_files(files: dict[Path, str], private: frozenset[Path] = frozenset()) -> set[Path]:
-    """Atomically write the files whose content changed (mode 0600 for `private` ones, which hold keys; 0644
-    for the rest: varnishd reads its VCL as an unprivileged user). Returns the changed paths."""
-    changed = set()
-    for path, content in files.items():
-        if path.exists() and path.read_text() == content:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".new")
-        tmp.unlink(missing_ok=True)
-        tmp.touch(mode=0o600 if path in private else 0o644)
-        tmp.write_text(content)
-        tmp.replace(path)
-        changed.add(path)
-    return changed
 
 
 # --- role=backend: nginx, a sliced cache of object-store reads ----------------------------------------------

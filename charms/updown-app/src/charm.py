@@ -19,10 +19,10 @@ import pydantic
 import rollout
 import state as juju_state
 import workload
-from interface import AppUnitData
 from models import AppState, PauseAfter
 from rollout import Action, AppRollout, Phase, UnitRollout
 from state import BACKEND_CACHE, DATABASE, FRONTEND_CACHE, PEER, StateError
+from updown_charms.interface import AppUnitData
 
 try:  # `charmcraft fetch-libs` brings it into lib/ at pack time (charmcraft.yaml `charm-libs`)
     from charms.grafana_agent.v0.cos_agent import COSAgentProvider  # type: ignore[import-not-found,unused-ignore]

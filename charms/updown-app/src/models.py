@@ -6,21 +6,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-Port = Annotated[int, Field(ge=1, le=65535)]
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+from updown_charms.values import Port, Role, hostname
+
 # A release is the updown-app package version carried by the charm's wheelhouse (PEP 440, no local part).
 RELEASE = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
-
-
-class Role(StrEnum):
-    """The cache charm's roles (the `role` key of the `updown_cache` relation, see src/interface.py)."""
-
-    FRONTEND = "frontend"
-    BACKEND = "backend"
 
 
 class PauseAfter(StrEnum):
@@ -89,10 +82,7 @@ class AppConfig(BaseModel):
     @field_validator("public_hostname", "private_hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:
-        value = value.strip().lower()
-        if value and not _HOSTNAME.match(value):
-            raise ValueError(f"not a hostname: {value!r}")
-        return value
+        return hostname(value)
 
     @field_validator(
         "swift_auth_url", "swift_storage_url", "s3_endpoint_url", "sso_introspection_url", "sso_jwks_url",

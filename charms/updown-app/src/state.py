@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 
 import ops
 import pydantic
 from dpcharmlibs.interfaces import DataContractV0, OpsRelationRepository, OpsRelationRepositoryInterface, TlsSecretStr
 
-from interface import CacheUnitData
-from models import AppConfig, CacheUnit, Database, Role, Secrets
+from models import AppConfig, CacheUnit, Database, Secrets
+from updown_charms import status
+from updown_charms.interface import CacheUnitData
+from updown_charms.status import StateError
+from updown_charms.values import Role
 
 logger = logging.getLogger(__name__)
 
@@ -55,24 +57,8 @@ class PostgresResponse(DataContractV0):
         return None if value is None else str(value)
 
 
-@dataclass(frozen=True)
-class StateError(Exception):
-    status: ops.StatusBase
-
-    def __str__(self) -> str:
-        return self.status.message
-
-
 def load_config(charm: ops.CharmBase) -> CharmConfig:
-    try:
-        return charm.load_config(CharmConfig)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            (f"{'.'.join(str(p) for p in err['loc']).replace('_', '-')}: " if err["loc"] else "")
-            + err["msg"].removeprefix("Value error, ")
-            for err in exc.errors()
-        )
-        raise StateError(ops.BlockedStatus(f"invalid config: {problems}")) from exc
+    return status.load_config(charm, CharmConfig)
 
 
 def storage_fits_units(config: CharmConfig, units: int) -> None:

@@ -36,6 +36,7 @@ import tomli_w
 from pydantic import SecretStr
 
 from models import AppState
+from updown_charms import files
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,7 @@ class Layout:
 
     @classmethod
     def under(cls, root: Path) -> Layout:
-        base = cls()
-        return cls(**{name: root / str(getattr(base, name)).lstrip("/") for name in cls.__dataclass_fields__})
+        return files.relocated(cls(), root)
 
     @property
     def secret_files(self) -> frozenset[Path]:
@@ -321,24 +321,11 @@ def fingerprint(files: Mapping[Path, str]) -> str:
 
 
 def write_files(
-    files: Mapping[Path, str], private: frozenset[Path] = frozenset(), group: str | None = None
+    rendered: Mapping[Path, str], private: frozenset[Path] = frozenset(), group: str | None = None
 ) -> set[Path]:
     """Atomically write the files whose content changed. `private` ones (secrets) get mode 0640 and the
     service's group, so only root and the service read them. Returns the changed paths."""
-    changed = set()
-    for path, content in files.items():
-        if path.exists() and path.read_text() == content:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".new")
-        tmp.unlink(missing_ok=True)
-        tmp.touch(mode=0o640 if path in private else 0o644)
-        if path in private and group is not None:
-            shutil.chown(tmp, group=group)
-        tmp.write_text(content)
-        tmp.replace(path)
-        changed.add(path)
-    return changed
+    return files.write_files(rendered, private, private_mode=0o640, group=group)
 
 
 # --- releases -------------------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
-"""The `updown_cache` relation interface (endpoint `app` of this charm) and the peer `ring` data, as pydantic
-models. Every value in a Juju databag is a string; `load` and `dump` convert. Documented in README.md."""
+"""The `updown_cache` relation interface (the cache charm's endpoint `app`, updown-app's `frontend-cache` and
+`backend-cache`) and the cache charm's peer `ring` data, as pydantic models: one schema, both charms read and
+write it. Every value in a Juju databag is a string; `load` and `dump` convert. Documented in charms/cache/README.md."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
-from typing import Annotated, Self
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models import Role
+from updown_charms.values import Port, Role
 
 
 class _Databag(BaseModel):
@@ -28,7 +29,7 @@ class AppUnitData(_Databag):
     """Written by each updown-app unit in its unit databag: where it listens (plain HTTP, behind the caches)."""
 
     address: str
-    port: Annotated[int, Field(ge=1, le=65535)]
+    port: Port
     health_path: str = Field("/readyz", alias="health-path", pattern=r"^/")
     # True while the unit is being restarted (staged rollouts): no new requests, in-flight ones finish.
     draining: bool = False
@@ -44,11 +45,11 @@ class CacheUnitData(_Databag):
 
     role: Role
     address: str
-    port: Annotated[int, Field(ge=1, le=65535)]
+    port: Port
 
 
 class RingUnitData(_Databag):
     """Written by each frontend unit in its peer (`ring`) unit databag: its Varnish."""
 
     address: str
-    port: Annotated[int, Field(ge=1, le=65535)]
+    port: Port
