@@ -16,7 +16,7 @@ from ops import testing
 
 CHARM_DIR = Path(__file__).resolve().parents[2] / "charms" / "updown-app"
 COMMON_DIR = CHARM_DIR.parent / "common"
-_NAMES = ("models", "workload", "rollout", "state", "charm")
+_NAMES = ("models", "workload", "rollout", "statuses", "state", "actions", "deploy", "charm")
 
 
 def _load() -> dict[str, ModuleType]:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 
 import ops
 import pydantic
 from dpcharmlibs.interfaces import DataContractV0, OpsRelationRepository, OpsRelationRepositoryInterface, TlsSecretStr
 
-from models import AppConfig, CacheUnit, Database, Secrets
+import workload
+from models import AppConfig, AppState, CacheUnit, Database, Secrets
 from updown_charms import status
 from updown_charms.interface import CacheUnitData
 from updown_charms.status import StateError
@@ -207,3 +209,28 @@ def caches(charm: ops.CharmBase) -> tuple[CacheUnit, ...]:
                     continue
                 found.append(CacheUnit(unit_name=unit.name, role=role, address=data.address, port=data.port))
     return tuple(found)
+
+
+def app_state(charm: ops.CharmBase) -> AppState:
+    """Everything the workload needs, from Juju; the first problem found stops it as a StateError."""
+    config = load_config(charm)
+    peer = charm.model.get_relation(PEER)
+    storage_fits_units(config, 1 + (len(peer.units) if peer else 0))
+    address = unit_address(charm)
+    user_secrets = secrets(config)
+    db = database(charm)
+    try:
+        return AppState(
+            unit_name=charm.unit.name,
+            address=address,
+            config=config,
+            database=db,
+            secrets=user_secrets,
+            caches=caches(charm),
+            trusted_networks=trusted_networks(charm, config),
+            workers=config.workers or workload.workers_for(os.cpu_count()),
+        )
+    except pydantic.ValidationError as exc:
+        raise StateError(
+            ops.BlockedStatus("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
+        ) from exc
