@@ -21,14 +21,26 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import tomli_w
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "charms" / "cache" / "src")]
+sys.path[:0] = [str(ROOT / "charms" / "cache" / "src"), str(ROOT / "charms" / "common")]
 
-from tests.charms.tls import make_tls  # noqa: E402
+import charm_modules  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
+from throwaway_ca import make_tls  # noqa: E402
 
 import workload  # noqa: E402
-from models import CacheConfig, CacheState, Origin, RingMember, Role, TLSMaterial  # noqa: E402
+from models import CacheConfig, CacheState, Origin, RingMember, TLSMaterial  # noqa: E402
+from updown_charms.values import Role  # noqa: E402
+
+# The app units are rendered by the updown-app charm's own code (its `models` and `workload` are other modules
+# than the cache charm's of the same names).
+_app = charm_modules.load("updown-app", ("models", "workload"))
+app_models, app_workload = _app["models"], _app["workload"]
 
 APPS = 2
 FRONTENDS = 2
@@ -40,7 +52,7 @@ SSO_CLIENT_ID = "updown-stack"
 def ports(base: int) -> dict[str, int]:
     p = {"sso": base + 5, "store": base + 6, "swift_tls": base + 7, "backend0": base + 50}
     for i in range(APPS):
-        p |= {f"app{i}": base + 2 * i, f"app_redirect{i}": base + 2 * i + 1}
+        p[f"app{i}"] = base + 2 * i
     for i in range(4):  # frontend units 0..3 (add-unit may add the third and fourth)
         p |= {f"http{i}": base + 10 + 10 * i, f"https{i}": base + 11 + 10 * i, f"cache{i}": base + 12 + 10 * i}
         p[f"admin{i}"] = base + 13 + 10 * i
@@ -103,22 +115,35 @@ class Stack:
     @property
     def members(self) -> list[int]:
         """The frontend units currently in the ring."""
-        return json.loads((self.run / "members.json").read_text())
+        members: list[int] = json.loads((self.run / "members.json").read_text())
+        return members
 
     @members.setter
     def members(self, value: list[int]) -> None:
         (self.run / "members.json").write_text(json.dumps(sorted(value)))
 
+    def cache_units(self, frontends: set[int]) -> tuple[Any, ...]:
+        """The cache units the app units know (what the updown-app charm reads from its cache relations)."""
+        units = [
+            app_models.CacheUnit(
+                unit_name=f"updown-cache/{i}", role=Role.FRONTEND, address="127.0.0.1", port=self.p[f"cache{i}"]
+            )
+            for i in sorted(frontends)
+        ]
+        backend = app_models.CacheUnit(
+            unit_name="updown-cache-backend/0", role=Role.BACKEND, address="127.0.0.1", port=self.p["backend0"]
+        )
+        return (*units, backend)
+
+    def app_layout(self, i: int) -> Any:
+        return app_workload.Layout.under(self.run / f"app{i}")
+
     def write_cache_units(self, frontends: set[int]) -> None:
-        """caches.units_file of the app units, as the updown-app charm writes it when cache units come and go:
+        """caches.units_file of each app unit, as the updown-app charm writes it when cache units come and go:
         the running apps re-read it (purges reach a joining unit without an app restart)."""
-        units = {
-            "frontends": [f"http://127.0.0.1:{self.p[f'cache{i}']}" for i in sorted(frontends)],
-            "backends": {"updown-cache-backend/0": f"http://127.0.0.1:{self.p['backend0']}"},
-        }
-        tmp = self.run / "cache-units.json.new"
-        tmp.write_text(json.dumps(units, indent=2))
-        tmp.replace(self.run / "cache-units.json")
+        rendered = app_workload.render_cache_units(self.cache_units(frontends))
+        for i in range(APPS):
+            app_workload.write_files({self.app_layout(i).cache_units: rendered})
 
     def states(self, members: list[int], tls: TLSMaterial) -> dict[int, CacheState]:
         p = self.p
@@ -264,7 +289,7 @@ def postgres_url(run: Path) -> str:
 
 
 def fresh_database(admin_url: str, name: str) -> str:
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     async def run() -> None:
         conn = await asyncpg.connect(admin_url.replace("postgresql+asyncpg://", "postgresql://"))
@@ -292,42 +317,70 @@ def swift_tls_config(stack: Stack, swift_port: int) -> Path:
     return cfg
 
 
-def app_env(stack: Stack, i: int, database_url: str, container: str, key_id: str, secret: str) -> dict[str, str]:
+def app_state(stack: Stack, i: int, database_url: str, container: str, key_id: str, secret: str) -> Any:
+    """App unit i as the updown-app charm would see it: its config options, secrets, database and caches."""
     p, run = stack.p, stack.run
     store = f"https://127.0.0.1:{p['swift_tls']}"
-    return os.environ | {
-        "UPDOWN_DATA_DIR": str(run / f"app{i}"),
-        "UPDOWN_DATABASE_URL": database_url,
-        "UPDOWN_AUTO_MIGRATE": "false",  # migrated once before the units start, as the charm's leader does
-        "UPDOWN_TLS": "false",
-        "UPDOWN_BIND": "127.0.0.1",
-        "UPDOWN_PORT": str(p[f"app{i}"]),
-        "UPDOWN_HTTP_PORT": str(p[f"app_redirect{i}"]),
-        "UPDOWN_TRUSTED_PROXIES": json.dumps(["127.0.0.1"]),
-        "UPDOWN_PUBLIC_HOST": PUBLIC,
-        "UPDOWN_PRIVATE_HOST": PRIVATE,
-        "UPDOWN_HMAC_KEYS": json.dumps({key_id: secret}),
-        "UPDOWN_MAX_UPLOAD_SIZE": str(1024**3),
-        "UPDOWN_STORAGE__BACKEND": "swift",
-        "UPDOWN_STORAGE__SWIFT__AUTH": "tempauth",
-        "UPDOWN_STORAGE__SWIFT__AUTH_URL": f"{store}/auth/v1.0",
-        "UPDOWN_STORAGE__SWIFT__STORAGE_URL": f"{store}/v1/AUTH_test",
-        "UPDOWN_STORAGE__SWIFT__USERNAME": SWIFT_USER,
-        "UPDOWN_STORAGE__SWIFT__PASSWORD": SWIFT_KEY,
-        "UPDOWN_STORAGE__SWIFT__CONTAINER": container,
-        "UPDOWN_STORAGE__SWIFT__TEMP_URL_KEY": (run / "temp-url-key").read_text(),
-        "UPDOWN_STORAGE__SWIFT__TEMP_URL_KEY_SCOPE": "container",
-        "SSL_CERT_FILE": str(run / "ca.pem"),  # the store's certificate comes from the throwaway CA
-        "UPDOWN_CACHES__UNITS_FILE": str(run / "cache-units.json"),
+    db = urlsplit(database_url)
+    config = app_models.AppConfig(
+        public_hostname=PUBLIC,
+        private_hostname=PRIVATE,
+        port=p[f"app{i}"],
+        max_upload_size=1024**3,
+        storage_backend="swift",
+        swift_auth="tempauth",
+        swift_auth_url=f"{store}/auth/v1.0",
+        swift_storage_url=f"{store}/v1/AUTH_test",
+        swift_username=SWIFT_USER,
+        swift_container=container,
         # Private downloads: the SSO and the store are deployer-provided; the stack tests run stand-ins there.
-        "UPDOWN_PRIVATE__SSO__MODE": "introspection",
-        "UPDOWN_PRIVATE__SSO__INTROSPECTION__URL": f"http://127.0.0.1:{p['sso']}/introspect",
-        "UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_ID": SSO_CLIENT_ID,
-        "UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_SECRET": (run / "sso-client-secret").read_text(),
-        "UPDOWN_PRIVATE__SSO__TIMEOUT": "2",
-        "UPDOWN_PRIVATE__ACCESS_CHECK__URL": f"http://127.0.0.1:{p['store']}/api/v1/access-check",
-        "UPDOWN_PRIVATE__ACCESS_CHECK__TIMEOUT": "2",
+        sso_mode="introspection",
+        sso_introspection_url=f"http://127.0.0.1:{p['sso']}/introspect",
+        sso_client_id=SSO_CLIENT_ID,
+        sso_timeout=2,
+        access_check_url=f"http://127.0.0.1:{p['store']}/api/v1/access-check",
+        access_check_timeout=2,
+        trusted_networks="",
+    )
+    return app_models.AppState(
+        unit_name=f"updown-app/{i}",
+        address="127.0.0.1",
+        config=config,
+        database=app_models.Database(
+            host=db.hostname or "127.0.0.1",
+            port=db.port or 5432,
+            name=db.path.lstrip("/"),
+            username=db.username or "postgres",
+            password=SecretStr(db.password or ""),
+        ),
+        secrets=app_models.Secrets(
+            hmac_keys={key_id: SecretStr(secret)},
+            swift_password=SecretStr(SWIFT_KEY),
+            swift_temp_url_key=SecretStr((run / "temp-url-key").read_text()),
+            sso_client_secret=SecretStr((run / "sso-client-secret").read_text()),
+        ),
+        caches=stack.cache_units(set(range(FRONTENDS))),  # where start() begins
+        workers=1,
+    )
+
+
+def write_app_unit(stack: Stack, state: Any) -> tuple[Path, dict[str, str]]:
+    """Render app unit files with the charm's workload code; returns its config file and the environment
+    `updown` runs with there."""
+    i = int(state.unit_name.rsplit("/", 1)[1])
+    layout = stack.app_layout(i)
+    # The test Swift's temp URL key is a container key; the charm's deployments set an account key.
+    settings = app_workload.render_settings(state, layout)
+    settings["storage"]["swift"]["temp_url_key_scope"] = "container"
+    files = {
+        layout.config: tomli_w.dumps(settings),
+        layout.hmac_keys: app_workload.render_hmac_keys(state),
+        layout.cache_units: app_workload.render_cache_units(state.caches),
     }
+    app_workload.write_files(files, private=layout.secret_files)
+    layout.data_dir.mkdir(parents=True, exist_ok=True)
+    # the store's certificate comes from the throwaway CA
+    return layout.config, os.environ | {"UPDOWN_CONFIG": str(layout.config), "SSL_CERT_FILE": str(stack.run / "ca.pem")}
 
 
 def start(run: Path, base: int) -> None:
@@ -359,17 +412,18 @@ def start(run: Path, base: int) -> None:
     wait_http(f"https://127.0.0.1:{p['swift_tls']}/healthcheck", context=context)
 
     stack.start_backend()
-    stack.write_cache_units(set(range(FRONTENDS)))
     database_url = fresh_database(postgres_url(run), f"updown_stack_{base}")  # one per stack on a shared server
     container = "stack-" + secrets.token_hex(4)
-    env0 = app_env(stack, 0, database_url, container, key_id, secret)
-    subprocess.run([sys.executable, "-m", "updown_app", "db", "upgrade"], env=env0, check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
-    for i in range(APPS):
+    units = [write_app_unit(stack, app_state(stack, i, database_url, container, key_id, secret)) for i in range(APPS)]
+    # migrated once before the units start, as the charm's leader does (the units never auto-migrate)
+    config0, env0 = units[0]
+    subprocess.run([sys.executable, "-m", "updown_app", "db", "upgrade", "--config", str(config0)], env=env0,
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    for i, (config, env) in enumerate(units):
         log = (run / f"app{i}.log").open("ab")
         app = subprocess.Popen(
-            [sys.executable, "-m", "updown_app", "serve"],
-            env=app_env(stack, i, database_url, container, key_id, secret),
+            [sys.executable, "-m", "updown_app", "serve", "--config", str(config)],
+            env=env,
             stdout=log,
             stderr=log,
             start_new_session=True,

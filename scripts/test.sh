@@ -33,5 +33,5 @@ set -a; eval "$(scripts/stack.sh env)"; set +a
 
 .venv/bin/ruff check src tests benchmarks charms scripts
 .venv/bin/ruff format --check src tests charms scripts
-.venv/bin/mypy
+scripts/mypy.sh
 .venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -5,35 +5,16 @@ and `workload` by the same names (tests/charms/conftest.py). The library both ch
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import yaml
 from ops import testing
+from scripts import charm_modules
 
-CHARM_DIR = Path(__file__).resolve().parents[2] / "charms" / "updown-app"
-COMMON_DIR = CHARM_DIR.parent / "common"
-_NAMES = ("models", "workload", "rollout", "statuses", "state", "actions", "deploy", "charm")
-
-
-def _load() -> dict[str, ModuleType]:
-    saved = {name: sys.modules.pop(name) for name in _NAMES if name in sys.modules}
-    paths = [str(CHARM_DIR / "src"), str(COMMON_DIR)]
-    sys.path[:0] = paths
-    try:
-        return {name: importlib.import_module(name) for name in _NAMES}
-    finally:
-        for path in paths:
-            sys.path.remove(path)
-        for name in _NAMES:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
-
-
-_modules = _load()
+CHARM_DIR = charm_modules.CHARMS / "updown-app"
+_modules = charm_modules.load(
+    "updown-app", ("models", "workload", "rollout", "statuses", "state", "actions", "deploy", "charm")
+)
 models = _modules["models"]
 workload = _modules["workload"]
 rollout = _modules["rollout"]

@@ -13,9 +13,10 @@ from ops import testing
 CHARM_DIR = Path(__file__).resolve().parents[2] / "charms" / "cache"
 sys.path[:0] = [str(CHARM_DIR / "src"), str(CHARM_DIR.parent / "common")]
 
+from scripts.throwaway_ca import make_tls  # noqa: E402
+
 import charm as cache_charm  # noqa: E402
 import workload as cache_workload  # noqa: E402
-from tests.charms.tls import make_tls  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,7 @@ def test_rendered_config_is_accepted_by_the_apps_settings(tmp_path: Path) -> Non
     assert settings.database_url == "postgresql+asyncpg://relation-7:p%40ss%2Fw@10.0.0.5:5432/updown"
     assert settings.trusted_proxies == ["10.0.0.1", "10.0.0.2", "127.0.0.1"]
     assert settings.caches.units_file == layout.cache_units
-    workload.write_files({layout.cache_units: workload.render_cache_units(state)})
+    workload.write_files({layout.cache_units: workload.render_cache_units(state.caches)})
     units = CacheUnits.from_settings(settings.caches)  # what the running app reads from the file
     assert units.frontends == ["http://10.0.0.1:6081", "http://10.0.0.2:6081"]
     assert units.backends == {"cache-backend/0": "http://10.0.1.1:8080"}

@@ -12,11 +12,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from ops import testing
+from scripts.throwaway_ca import make_ca, make_tls
 
 import charm as charm_module
 import workload
 from tests.charms.test_cache_rendered_configs import need
-from tests.charms.tls import make_ca, make_tls
 
 PUBLIC = "updown.test"
 PRIVATE = "private.updown.test"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from scripts.throwaway_ca import make_tls
 
 import workload
 from models import CacheConfig, CacheState, Origin, RingMember, TLSMaterial
 from tests.charms.standins import named_servers
 from tests.charms.test_cache_rendered_configs import need
-from tests.charms.tls import make_tls
 from tests.support.server import free_port
 
 URLS = [f"/pkg{i}/1/file{i}.snap" for i in range(300)]

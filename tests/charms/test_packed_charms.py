@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -55,6 +56,28 @@ def test_no_build_leftovers_or_repository_files(packed_charms: Path, name: str) 
         allowed.add("wheelhouse")
     assert tops <= allowed, tops - allowed
     assert {"src", "venv", "dispatch"} <= tops
+
+
+@pytest.mark.parametrize("name", CHARMS)
+def test_the_charm_imports_from_what_it_carries(packed_charms: Path, name: str, tmp_path: Path) -> None:
+    """As dispatch runs it (PYTHONPATH=lib:src, the charm's venv): every module of src/ imports, the library both
+    charms share (updown_charms, copied into lib/ by pack.sh) included, and nothing comes from this repository."""
+    charm = unpack(charm_file(packed_charms, name), tmp_path / name)
+    site = next((charm / "venv" / "lib").glob("python3*/site-packages"))
+    modules = sorted(p.stem for p in (charm / "src").glob("*.py"))
+    assert "charm" in modules
+    probe = (
+        "import importlib, sys, updown_charms\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(updown_charms.__file__)"
+    )
+    env = {"PATH": workload.CLEAN_PATH, "LANG": "C.UTF-8"}  # -I: no PYTHONPATH, the path is set in the probe
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path[:0] = {['lib', 'src', str(site)]!r}\n" + probe],
+        capture_output=True, text=True, env=env, cwd=charm,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).resolve() == (charm / "lib" / "updown_charms" / "__init__.py").resolve()
 
 
 def test_release_installs_from_the_packed_wheelhouse_without_the_hooks_paths(

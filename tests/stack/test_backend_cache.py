@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "charms" / "cache" 
 
 import workload
 from models import CacheConfig, CacheState, Origin
-from tests.charms.tls import make_tls
+from scripts.throwaway_ca import make_tls
 
 MiB = 1024 * 1024
 SLICE = 8 * MiB

@@ -15,8 +15,9 @@ from charmlibs.interfaces.tls_certificates import (
 import state as juju_state
 import workload
 from models import CacheState, RingMember, TLSMaterial
-from state import APP, CERTIFICATES, RING, StateError
+from state import APP, CERTIFICATES, RING
 from updown_charms.interface import CacheUnitData, RingUnitData
+from updown_charms.status import StateError
 from updown_charms.values import Role
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ LAYOUT = workload.Layout()
 
 
 class CacheCharm(ops.CharmBase):
-    _stored = ops.StoredState()
+    _stored = ops.StoredState()  # type: ignore[no-untyped-call]
 
     def __init__(self, framework: ops.Framework) -> None:
         super().__init__(framework)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from models import CacheState, size_bytes
 from updown_charms import files
-from updown_charms.files import write_files
+from updown_charms.files import write_files as write_files  # the stack and the tests write with it too
 from updown_charms.values import Role
 
 logger = logging.getLogger(__name__)

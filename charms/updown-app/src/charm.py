@@ -91,7 +91,7 @@ class UpdownAppCharm(ops.CharmBase):
             self._publish(peer, app, me, draining=me.phase is not Phase.IDLE)
             return
         # Cache units joining or leaving: the running app re-reads this file; nothing restarts for it.
-        workload.write_files({LAYOUT.cache_units: workload.render_cache_units(st)})
+        workload.write_files({LAYOUT.cache_units: workload.render_cache_units(st.caches)})
         files = workload.rendered_files(st, LAYOUT)
         fingerprint = workload.fingerprint(files)
         attempt = f"{app.target}#{fingerprint}"

@@ -26,7 +26,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,9 @@ from urllib.parse import quote
 import tomli_w
 from pydantic import SecretStr
 
-from models import AppState
+from models import AppState, CacheUnit
 from updown_charms import files
+from updown_charms.values import Role
 
 logger = logging.getLogger(__name__)
 
@@ -221,11 +222,12 @@ def trusted_proxies(state: AppState) -> list[str]:
     return sorted({"127.0.0.1", *state.trusted_networks, *outside})
 
 
-def render_cache_units(state: AppState) -> str:
+def render_cache_units(caches: Iterable[CacheUnit]) -> str:
     """caches.units_file: every frontend unit (purged on unpublish) and backend unit (read cache) right now."""
+    caches = tuple(caches)
     units = {
-        "frontends": [c.url for c in state.frontends],
-        "backends": {c.unit_name: c.url for c in state.backends},
+        "frontends": [c.url for c in caches if c.role is Role.FRONTEND],
+        "backends": {c.unit_name: c.url for c in caches if c.role is Role.BACKEND},
     }
     return json.dumps(units, indent=2, sort_keys=True) + "\n"
 
