@@ -9,7 +9,7 @@ import ops
 import pydantic
 
 from models import CacheConfig, Origin, RingMember, TLSMaterial
-from updown_charms import status
+from updown_charms import relations, status
 from updown_charms.interface import AppUnitData, RingUnitData
 from updown_charms.status import StateError
 
@@ -42,37 +42,21 @@ def unit_address(charm: ops.CharmBase) -> str:
 
 def ring_members(charm: ops.CharmBase, me: RingMember) -> tuple[RingMember, ...]:
     """This unit plus every peer that published its Varnish; peers without (valid) data are skipped."""
-    members = [me]
-    relation = charm.model.get_relation(RING)
-    for unit in relation.units if relation else ():
-        try:
-            data = RingUnitData.load(relation.data[unit])  # type: ignore[union-attr]
-        except pydantic.ValidationError:
-            logger.info("peer %s has not published its address yet", unit.name)
-            continue
-        members.append(RingMember(unit_name=unit.name, address=data.address, port=data.port))
-    return tuple(members)
+    peers = relations.published(charm.model.relations[RING], RingUnitData)
+    return (me, *(RingMember(unit_name=unit.name, address=data.address, port=data.port) for unit, data in peers))
 
 
 def origins(charm: ops.CharmBase) -> tuple[Origin, ...]:
-    found: list[Origin] = []
-    for relation in charm.model.relations[APP]:
-        for unit in relation.units:
-            try:
-                data = AppUnitData.load(relation.data[unit])
-            except pydantic.ValidationError:
-                logger.info("app unit %s has not published its address yet", unit.name)
-                continue
-            found.append(
-                Origin(
-                    unit_name=unit.name,
-                    address=data.address,
-                    port=data.port,
-                    health_path=data.health_path,
-                    draining=data.draining,
-                )
-            )
-    return tuple(found)
+    return tuple(
+        Origin(
+            unit_name=unit.name,
+            address=data.address,
+            port=data.port,
+            health_path=data.health_path,
+            draining=data.draining,
+        )
+        for unit, data in relations.published(charm.model.relations[APP], AppUnitData)
+    )
 
 
 def tls_from_secret(secret: ops.Secret) -> TLSMaterial:

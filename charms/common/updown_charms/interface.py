@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from updown_charms.values import Port, Role
 
 
-class _Databag(BaseModel):
+class Databag(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
     @classmethod
@@ -25,7 +25,7 @@ class _Databag(BaseModel):
             databag[key] = str(value)
 
 
-class AppUnitData(_Databag):
+class AppUnitData(Databag):
     """Written by each updown-app unit in its unit databag: where it listens (plain HTTP, behind the caches)."""
 
     address: str
@@ -35,7 +35,7 @@ class AppUnitData(_Databag):
     draining: bool = False
 
 
-class CacheUnitData(_Databag):
+class CacheUnitData(Databag):
     """Written by each cache unit in its unit databag.
 
     role=frontend: the app sends `PURGE <path>` (and `BAN` with `X-Ban-Url: <regex>`) to http://address:port
@@ -48,7 +48,7 @@ class CacheUnitData(_Databag):
     port: Port
 
 
-class RingUnitData(_Databag):
+class RingUnitData(Databag):
     """Written by each frontend unit in its peer (`ring`) unit databag: its Varnish."""
 
     address: str

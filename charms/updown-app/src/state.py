@@ -21,7 +21,7 @@ from dpcharmlibs.interfaces import DataContractV0, OpsRelationRepository, OpsRel
 
 import workload
 from models import AppConfig, AppState, CacheUnit, Database, Secrets
-from updown_charms import status
+from updown_charms import relations, status
 from updown_charms.interface import CacheUnitData
 from updown_charms.status import StateError
 from updown_charms.values import Role
@@ -197,17 +197,11 @@ def caches(charm: ops.CharmBase) -> tuple[CacheUnit, ...]:
     """Every unit of the related cache applications that published its address, with the role of its endpoint."""
     found: list[CacheUnit] = []
     for endpoint, role in ((FRONTEND_CACHE, Role.FRONTEND), (BACKEND_CACHE, Role.BACKEND)):
-        for relation in charm.model.relations[endpoint]:
-            for unit in relation.units:
-                try:
-                    data = CacheUnitData.load(relation.data[unit])
-                except pydantic.ValidationError:
-                    logger.info("cache unit %s has not published its address yet", unit.name)
-                    continue
-                if data.role is not role:
-                    logger.warning("%s is a %s cache on the %s endpoint: ignored", unit.name, data.role, endpoint)
-                    continue
-                found.append(CacheUnit(unit_name=unit.name, role=role, address=data.address, port=data.port))
+        for unit, data in relations.published(charm.model.relations[endpoint], CacheUnitData):
+            if data.role is not role:
+                logger.warning("%s is a %s cache on the %s endpoint: ignored", unit.name, data.role, endpoint)
+                continue
+            found.append(CacheUnit(unit_name=unit.name, role=role, address=data.address, port=data.port))
     return tuple(found)
 
 

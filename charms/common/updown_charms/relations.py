@@ -1,0 +1,27 @@
+"""Reading the unit databags of the remote units on a charm's relations."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+import ops
+import pydantic
+
+from updown_charms.interface import Databag
+
+logger = logging.getLogger(__name__)
+
+DatabagT = TypeVar("DatabagT", bound=Databag)
+
+
+def published(relations: Iterable[ops.Relation], model: type[DatabagT]) -> Iterator[tuple[ops.Unit, DatabagT]]:
+    """Each remote unit of `relations` with its databag as `model`; a unit that has not published (valid) data
+    yet is skipped: it is read again on its next relation-changed."""
+    for relation in relations:
+        for unit in relation.units:
+            try:
+                yield unit, model.load(relation.data[unit])
+            except pydantic.ValidationError:
+                logger.info("%s has not published its %s yet", unit.name, model.__name__)
