@@ -116,8 +116,8 @@ class CacheConfig(BaseModel):
         return urlsplit(self.upstream_url).port or 443
 
 
-class RingMember(BaseModel):
-    """One frontend unit's Varnish, as every HAProxy of the ring sees it."""
+class _Server(BaseModel):
+    """A unit HAProxy or Varnish sends requests to."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -126,28 +126,23 @@ class RingMember(BaseModel):
     port: Port
 
     @property
+    def server_name(self) -> str:
+        return self.unit_name.replace("/", "-")
+
+
+class RingMember(_Server):
+    """One frontend unit's Varnish, as every HAProxy of the ring sees it."""
+
+    @property
     def unit_number(self) -> int:
         return int(self.unit_name.rsplit("/", 1)[1])
 
-    @property
-    def server_name(self) -> str:
-        return self.unit_name.replace("/", "-")
 
-
-class Origin(BaseModel):
+class Origin(_Server):
     """One updown-app unit."""
 
-    model_config = ConfigDict(frozen=True)
-
-    unit_name: str
-    address: str
-    port: Port
     health_path: str = "/readyz"
     draining: bool = False  # gets no new requests (HAProxy `disabled`, left out of Varnish's director)
-
-    @property
-    def server_name(self) -> str:
-        return self.unit_name.replace("/", "-")
 
 
 class TLSMaterial(BaseModel):

@@ -33,11 +33,7 @@ def load_config(charm: ops.CharmBase) -> CharmConfig:
 
 
 def unit_address(charm: ops.CharmBase) -> str:
-    binding = charm.model.get_binding(RING)
-    address = binding.network.bind_address if binding else None
-    if address is None:
-        raise StateError(ops.WaitingStatus("waiting for a network address"))
-    return str(address)
+    return relations.bind_address(charm, RING)
 
 
 def ring_members(charm: ops.CharmBase, me: RingMember) -> tuple[RingMember, ...]:

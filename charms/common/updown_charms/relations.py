@@ -10,6 +10,7 @@ import ops
 import pydantic
 
 from updown_charms.interface import Databag
+from updown_charms.status import StateError
 
 logger = logging.getLogger(__name__)
 
@@ -25,3 +26,12 @@ def published(relations: Iterable[ops.Relation], model: type[DatabagT]) -> Itera
                 yield unit, model.load(relation.data[unit])
             except pydantic.ValidationError:
                 logger.info("%s has not published its %s yet", unit.name, model.__name__)
+
+
+def bind_address(charm: ops.CharmBase, endpoint: str) -> str:
+    """This unit's address on `endpoint`'s binding (what it publishes to the other side)."""
+    binding = charm.model.get_binding(endpoint)
+    address = binding.network.bind_address if binding else None
+    if address is None:
+        raise StateError(ops.WaitingStatus("waiting for a network address"))
+    return str(address)

@@ -76,11 +76,7 @@ def storage_fits_units(config: CharmConfig, units: int) -> None:
 
 
 def unit_address(charm: ops.CharmBase) -> str:
-    binding = charm.model.get_binding(PEER)
-    address = binding.network.bind_address if binding else None
-    if address is None:
-        raise StateError(ops.WaitingStatus("waiting for a network address"))
-    return str(address)
+    return relations.bind_address(charm, PEER)
 
 
 def _content(secret: ops.Secret, option: str) -> dict[str, str]:
