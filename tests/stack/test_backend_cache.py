@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from scripts.throwaway_ca import make_tls
 
 from tests.conftest import need_service
 from tests.support.server import KEY_ID, ServerProcess, make_server
@@ -34,11 +35,12 @@ from updown_app.settings import SwiftStorageSettings
 from updown_app.storage.read_cache import ReadCacheStorage
 from updown_app.storage.swift import SwiftStorage
 
+# the cache charm's modules, as it imports them: its src/ and the library both charms carry
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "charms" / "common"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "charms" / "cache" / "src"))
 
 import workload
 from models import CacheConfig, CacheState, Origin
-from scripts.throwaway_ca import make_tls
 
 MiB = 1024 * 1024
 SLICE = 8 * MiB
