@@ -1,8 +1,9 @@
 """One spelling per download URL: GET/HEAD paths have percent-encoded unreserved characters decoded (other escapes
 upper-cased), lose their "." segments and doubled slashes before routing; paths with ".." segments or an encoded
-slash ("%2F": a separator to the router, not to a cache's key) are refused (400). apt asks a flat repository for "<base>/./Packages"; nginx and the
-frontend HAProxy (charms/cache) normalise the same way (RFC 3986 dot-segment removal), so a single node and the
-cached stack answer the same URLs. Own code: Starlette has no such option, and it is a dozen lines.
+slash ("%2F": a separator to the router, not to a cache's key) are refused (400). apt asks a flat repository for
+"<base>/./Packages"; nginx and the frontend HAProxy (charms/cache) normalise the same way (RFC 3986 6.2.2 and
+dot-segment removal), so a single node and the cached stack answer the same URLs. Own code: Starlette has no such
+option, and it is a dozen lines.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from urllib.parse import unquote
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from updown_app.errors import error_response
-
 
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 _ENCODED_SLASH = re.compile(rb"%2[fF]")

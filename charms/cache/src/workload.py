@@ -5,6 +5,7 @@ CacheState, write them, install and reload the services. No Juju imports: the ch
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -76,7 +77,7 @@ _REGSUBS_PER_RULE = 12
 
 def _json_error(status: int, code: str, message: str) -> str:
     """An HAProxy `http-request return` of the app's JSON error shape (message: no quotes or backslashes)."""
-    body = '{"error": {"code": "%s", "message": "%s"}}' % (code, _q(message))
+    body = json.dumps({"error": {"code": code, "message": _q(message)}})
     return f"http-request return status {status} content-type application/json string '{body}'"
 
 
@@ -89,8 +90,6 @@ def _set_path_chain(regsubs: list[str]) -> list[str]:
 
 
 _HAPROXY_ERRORS = [
-    (400, '{"error": {"code": "bad_request", "message": "the request is malformed"}}', ""),
-    (408, '{"error": {"code": "request_timeout", "message": "the request was not received in time"}}', ""),
     (502, _UNAVAILABLE_JSON, f" hdr Retry-After {RETRY_AFTER}"),
     (503, _UNAVAILABLE_JSON, f" hdr Retry-After {RETRY_AFTER}"),
     (504, _UNAVAILABLE_JSON, f" hdr Retry-After {RETRY_AFTER}"),
@@ -112,12 +111,15 @@ def canonical_path_rules() -> list[str]:
         "    acl absolute_form url_reg -i ^[a-z][a-z0-9+.-]*://",
         "    http-request set-uri %[pathq] if absolute_form",
         "    " + _json_error(400, "missing_host", "a Host header is required") + " if !{ req.hdr(host) -m found }",
-        "    " + _json_error(400, "invalid_path", "malformed percent-encoding in the path")
+        "    "
+        + _json_error(400, "invalid_path", "malformed percent-encoding in the path")
         + " if { path_reg %([^0-9A-Fa-f]|.[^0-9A-Fa-f]|.?$) }",
-        "    " + _json_error(400, "invalid_path", "encoded slashes (%2F) are not allowed in the path")
+        "    "
+        + _json_error(400, "invalid_path", "encoded slashes (%2F) are not allowed in the path")
         + " if { path_sub -i %2f }",
         *_set_path_chain(upper + decode),
-        "    " + _json_error(400, "invalid_path", "dot-dot path segments are not allowed")
+        "    "
+        + _json_error(400, "invalid_path", "dot-dot path segments are not allowed")
         + r" if { path_reg -- '/\.\.(/|$)' }",
         """    http-request set-path '%[path,regsub("/+","/",g)]' if { path_sub // }""",
         """    http-request set-path '%[path,regsub("(/\\.)+(/|$)","/",g)]' if { path_sub /./ } || { path_end /. }""",
@@ -152,9 +154,11 @@ def render_haproxy(state: CacheState, layout: Layout) -> str:
         "    timeout client 60s",
         "    timeout server 300s",
         "    timeout http-request 30s",
-        # HAProxy's own errors in the app's JSON shape: no server up (503), a bad request its parser refused (400).
-        *[f"    http-error status {status} content-type application/json string '{body}'" + extra
-          for status, body, extra in _HAPROXY_ERRORS],
+        # HAProxy's own errors in the app's JSON shape (no server up: 503). Its parser's 400s cannot be changed in 2.6.
+        *[
+            f"    http-error status {status} content-type application/json string '{body}'" + extra
+            for status, body, extra in _HAPROXY_ERRORS
+        ],
         "",
         "frontend http_in",
         f"    bind {bind}:{cfg.http_port}",
@@ -168,7 +172,7 @@ def render_haproxy(state: CacheState, layout: Layout) -> str:
         # One spelling per URL before routing, hashing and caching (canonical_path_rules): a takedown's ban must
         # reach every spelling a client could have primed.
         *canonical_path_rules(),
-    "    acl cacheable_method method GET HEAD",
+        "    acl cacheable_method method GET HEAD",
         "    acl api path_beg /v1/",
         f"    acl public_host req.hdr(host),field(1,:),lower -m str {_q(cfg.public_hostname)}",
         "    use_backend app if api",
