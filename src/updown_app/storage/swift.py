@@ -54,6 +54,7 @@ GiB = 1024**3
 MAX_OBJECT_SIZE = 5 * GiB  # Swift's default max_file_size; larger objects must be SLOs
 MAX_SEGMENTS = 1000  # Swift's default max_manifest_segments
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_BUDGET = 2.0  # seconds from a call's first attempt after which a failed attempt is not retried
 TOKEN_REFRESH_MARGIN = 120.0  # seconds before expiry at which a token is replaced
 MAX_BACKOFF = 5.0
 SEGMENT_PREFIX = ".segments/"  # segment names when they share the object container
@@ -281,6 +282,7 @@ class SwiftStorage(Storage):
         retries = s.retries if retries is None else retries
         attempt = 0
         reauthenticated = False
+        started = time.monotonic()
         while True:
             token = await self._credentials()
             request = self.client.build_request(
@@ -319,7 +321,9 @@ class SwiftStorage(Storage):
                 else:
                     await response.aclose()
                     error = StorageUnavailableError(f"swift {method} {path or '/'}: HTTP {response.status_code}")
-            if attempt >= retries:
+            # A store that is down answers 503 at once, or after its load balancer's own retries: retry a blip,
+            # but never beyond RETRY_BUDGET, so the client hears 503 in seconds, not after every attempt's wait.
+            if attempt >= retries or time.monotonic() - started + self._backoff(attempt) > RETRY_BUDGET:
                 raise error
             log.warning("swift request failed, retrying", extra={"error": str(error), "attempt": attempt + 1})
             await asyncio.sleep(self._backoff(attempt))
