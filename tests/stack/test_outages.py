@@ -217,10 +217,10 @@ def test_a_frozen_backend_unit_costs_a_download_under_3_s_and_later_ones_nothing
     assert "backend cache unit taken out of the read path" in logs and "temp_url_sig" not in logs
 
 
-def signed_get(http: httpx.Client, frontend: str, own: OwnStack, path: str) -> httpx.Response:
+def signed_get(http: httpx.Client, frontend: str, own: OwnStack, path: str, timeout: float = 15) -> httpx.Response:
     fields = signing.fresh_fields()
     auth = signing.authorization_header(own.vars["KEY_ID"], own.vars["KEY"].encode(), "GET", path, fields)
-    return http.get(frontend + path, params=fields, headers={"authorization": auth}, timeout=15)
+    return http.get(frontend + path, params=fields, headers={"authorization": auth}, timeout=timeout)
 
 
 def assert_json_503(r: httpx.Response, where: str, seen: set[str]) -> None:
@@ -281,6 +281,30 @@ def test_database_stopped_every_entry_point_answers_json_503_with_retry_after(
     logs = "".join((own.run / f"app{i}.log").read_text() for i in range(2))
     assert "internal_error" not in logs and "unhandled error" not in logs
     wait_ready(http, frontends, public_path)
+
+
+def test_database_frozen_a_download_answers_json_503_within_seconds(own, http, client, frontends, tmp_path) -> None:
+    """A hung PostgreSQL (every process of it frozen): bounded pool, ping, connect and statement waits."""
+    file_id, path, _ = publish(client, tmp_path, 20_000)
+    master = own.postgres_pid()
+    pids = [master, *map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split())]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        took = {}
+        for where, request in {
+            "public host": lambda: http.get(frontends[0] + path, timeout=60),
+            "API": lambda: signed_get(http, frontends[1], own, f"/v1/files/{file_id}", timeout=60),
+        }.items():
+            start = time.monotonic()
+            r = request()
+            took[where] = time.monotonic() - start
+            assert_json_503(r, where, set())
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert max(took.values()) < 20, took  # Varnish would wait 60 s for the app; the app's DB waits are bounded
+    wait_ready(http, frontends, path)
 
 
 def test_swift_stopped_every_entry_point_answers_json_503_with_retry_after(

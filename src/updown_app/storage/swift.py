@@ -54,7 +54,8 @@ GiB = 1024**3
 MAX_OBJECT_SIZE = 5 * GiB  # Swift's default max_file_size; larger objects must be SLOs
 MAX_SEGMENTS = 1000  # Swift's default max_manifest_segments
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-RETRY_BUDGET = 2.0  # seconds from a call's first attempt after which a failed attempt is not retried
+# Seconds from a call's first attempt after which a failed attempt is not retried (at least: see _call).
+RETRY_BUDGET = 2.0
 TOKEN_REFRESH_MARGIN = 120.0  # seconds before expiry at which a token is replaced
 MAX_BACKOFF = 5.0
 SEGMENT_PREFIX = ".segments/"  # segment names when they share the object container
@@ -283,6 +284,8 @@ class SwiftStorage(Storage):
         attempt = 0
         reauthenticated = False
         started = time.monotonic()
+        # The configured backoffs span the window a blip may last; by default about RETRY_BUDGET.
+        budget = max(RETRY_BUDGET, sum(self._backoff(i) for i in range(retries)))
         while True:
             token = await self._credentials()
             request = self.client.build_request(
@@ -322,8 +325,8 @@ class SwiftStorage(Storage):
                     await response.aclose()
                     error = StorageUnavailableError(f"swift {method} {path or '/'}: HTTP {response.status_code}")
             # A store that is down answers 503 at once, or after its load balancer's own retries: retry a blip,
-            # but never beyond RETRY_BUDGET, so the client hears 503 in seconds, not after every attempt's wait.
-            if attempt >= retries or time.monotonic() - started + self._backoff(attempt) > RETRY_BUDGET:
+            # but not past the budget, so the client hears 503 in seconds, not after every attempt's wait.
+            if attempt >= retries or time.monotonic() - started + self._backoff(attempt) > budget:
                 raise error
             log.warning("swift request failed, retrying", extra={"error": str(error), "attempt": attempt + 1})
             await asyncio.sleep(self._backoff(attempt))
