@@ -54,7 +54,7 @@ GiB = 1024**3
 MAX_OBJECT_SIZE = 5 * GiB  # Swift's default max_file_size; larger objects must be SLOs
 MAX_SEGMENTS = 1000  # Swift's default max_manifest_segments
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Seconds from a call's first attempt after which a failed attempt is not retried (at least: see _call).
+# Seconds a call's failed attempts may take (backoff sleeps not counted) before it stops retrying.
 RETRY_BUDGET = 2.0
 TOKEN_REFRESH_MARGIN = 120.0  # seconds before expiry at which a token is replaced
 MAX_BACKOFF = 5.0
@@ -284,8 +284,7 @@ class SwiftStorage(Storage):
         attempt = 0
         reauthenticated = False
         started = time.monotonic()
-        # The configured backoffs span the window a blip may last; by default about RETRY_BUDGET.
-        budget = max(RETRY_BUDGET, sum(self._backoff(i) for i in range(retries)))
+        slept = 0.0
         while True:
             token = await self._credentials()
             request = self.client.build_request(
@@ -324,12 +323,14 @@ class SwiftStorage(Storage):
                 else:
                     await response.aclose()
                     error = StorageUnavailableError(f"swift {method} {path or '/'}: HTTP {response.status_code}")
-            # A store that is down answers 503 at once, or after its load balancer's own retries: retry a blip,
-            # but not past the budget, so the client hears 503 in seconds, not after every attempt's wait.
-            if attempt >= retries or time.monotonic() - started + self._backoff(attempt) > budget:
+            # A store that is down answers 503 at once (retried as configured: a blip), or only after its load
+            # balancer's own retries: once the attempts themselves took RETRY_BUDGET, the client hears 503 now,
+            # not after every attempt's wait.
+            if attempt >= retries or time.monotonic() - started - slept > RETRY_BUDGET:
                 raise error
             log.warning("swift request failed, retrying", extra={"error": str(error), "attempt": attempt + 1})
             await asyncio.sleep(self._backoff(attempt))
+            slept += self._backoff(attempt)
             attempt += 1
 
     @staticmethod
