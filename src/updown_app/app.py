@@ -33,9 +33,11 @@ from updown_app.metrics import MetricsMiddleware, metrics_endpoint
 from updown_app.pull_through import PullThrough
 from updown_app.settings import Settings
 from updown_app.storage import create_storage
+from updown_app.unavailable import DependencyUnavailable
 
 log = logging.getLogger("updown.app")
 NONCE_PURGE_INTERVAL = 60.0
+DEPENDENCY_RETRY_AFTER = "5"  # seconds; the frontends' own 503 (charms/cache) says the same
 
 
 async def build_context(settings: Settings, authorizer: Authorizer | None = None) -> AppContext:
@@ -118,6 +120,21 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 
 
+async def _dependency_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DependencyUnavailable)
+    # The path only: a query string may hold a credential.
+    log.warning(
+        "dependency unavailable",
+        extra={"dependency": exc.dependency, "path": request.url.path, "error": type(exc.__cause__ or exc).__name__},
+    )
+    return error_response(
+        503,
+        f"{exc.dependency}_unavailable",
+        f"the {exc.dependency} is unavailable; retry later",
+        {"retry-after": DEPENDENCY_RETRY_AFTER},
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
@@ -175,6 +192,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         lifespan=lifespan,
         exception_handlers={
             ApiError: api_error_handler,
+            DependencyUnavailable: _dependency_unavailable,
             HTTPException: _http_exception,
             Exception: _unhandled,
         },
