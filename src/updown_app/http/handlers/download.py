@@ -49,7 +49,7 @@ async def find_file(context: Runtime, request: Request) -> tuple[File, bool]:
             raise _NOT_FOUND
         return file, False
     if host == settings.private_host:
-        principal = await context.authorizer.authenticate(request)
+        principal = await context.authorizer.authenticate(request.headers.get("authorization"))
         file = await context.catalog.published(params["package"], params["revision"], params["filename"])
         if file is None:
             raise _NOT_FOUND
