@@ -108,6 +108,7 @@ class Driver:
         self._next_unit: dict[str, int] = {}
         self._pool = ThreadPoolExecutor(max_workers=8)
         self._secret_hooks: dict[str, Any] = {}
+        self._joins: set[tuple[int, str, str]] = set()  # (relation, unit, remote unit) joins queued once
 
     # -- deploying --------------------------------------------------------------------------------------------
 
@@ -124,10 +125,17 @@ class Driver:
             self.model.add_relation({a: ea, b: eb})
         for name in standins:
             self._standin_unit(name)
-        for name, spec in apps.items():
-            if name not in standins:
-                for _ in range(int(spec.get("num_units", 1))):
-                    self.add_unit(name, settle=False)
+        names = [
+            self._new_unit(name)
+            for name, spec in apps.items()
+            if name not in standins
+            for _ in range(int(spec.get("num_units", 1)))
+        ]
+        self._provision(names)
+        for name in names:
+            self._queue_lifecycle(name)
+        for name in names:
+            self._queue_joins(name)
         self.settle()
 
     def _add_application(self, name: str, charm: Path, options: dict[str, Any]) -> None:
@@ -145,48 +153,76 @@ class Driver:
         self.model.apps[app].units.append(unit)
 
     def add_unit(self, app: str, settle: bool = True) -> str:
+        name = self._new_unit(app)
+        self._provision([name])
+        self._queue_new(name)
+        if settle:
+            self.settle()
+        return name
+
+    def _new_unit(self, app: str) -> str:
         n = self._next_unit.get(app, 0)
         self._next_unit[app] = n + 1
         name = f"{app}/{n}"
         leader = not self.model.apps[app].units
-        address = self.bridge.allocate()
-        unit = Unit(name=name, address=address, subnet=str(self.bridge.network), leader=leader)
+        unit = Unit(name=name, address=self.bridge.allocate(), subnet=str(self.bridge.network), leader=leader)
         self.model.units[name] = unit
         self.model.apps[app].units.append(name)
-        machine = Machine(
-            name=f"{app}-{n}", address=address, bridge=self.bridge, work=self.work / f"{app}-{n}",
-            extra_hosts=self.extra_hosts,
-        )
-        machine.create(self.image, self.apt_proxy, self.ca_pem)
-        self._install_charm(machine, name, self.charms[app])
-        self._install_hooktools(machine, name)
-        machine.boot()
-        self.machines[name] = machine
+        return name
+
+    def _provision(self, names: list[str]) -> None:
+        """A machine per unit (created and booted concurrently), the charm unpacked, the hook tools linked."""
+
+        def one(name: str) -> Machine:
+            app, n = name.split("/")
+            machine = Machine(
+                name=f"{app}-{n}",
+                address=self.model.units[name].address,
+                bridge=self.bridge,
+                work=self.work / f"{app}-{n}",
+                extra_hosts=self.extra_hosts,
+            )
+            machine.create(self.image, self.apt_proxy, self.ca_pem)
+            self._install_charm(machine, name, self.charms[app])
+            self._install_hooktools(machine, name)
+            machine.boot()
+            return machine
+
+        for name, machine in zip(names, self._pool.map(one, names)):
+            self.machines[name] = machine
+
+    def _queue_new(self, name: str) -> None:
+        self._queue_lifecycle(name)
+        self._queue_joins(name)
+
+    def _queue_lifecycle(self, name: str) -> None:
+        app = name.split("/")[0]
         q = self.queues.setdefault(name, deque())
         q.append(Hook("install"))
         for rel in self.model.relations_of(app):
             q.append(Hook(f"{rel.endpoints[app]}-relation-created", rel.id, remote_app=rel.remote_app(app)))
-        q.append(Hook("leader-elected" if leader else "leader-settings-changed"))
+        q.append(Hook("leader-elected" if self.model.units[name].leader else "leader-settings-changed"))
         q.append(Hook("config-changed"))
         q.append(Hook("start"))
+
+    def _queue_joins(self, name: str) -> None:
+        app = name.split("/")[0]
         for rel in self.model.relations_of(app):
             remote = rel.remote_app(app)
             for other in self.model.apps[remote].units:
-                if other != name and other in self.model.units:
+                if other != name:
                     self._join(rel, name, other)
                     if remote in self.standins:
                         rel.joined.setdefault(other, set()).add(name)
                     else:
                         self._join(rel, other, name)
-        if settle:
-            self.settle()
-        return name
 
     def _join(self, rel: Relation, unit: str, remote: str) -> None:
         """Queue relation-joined + relation-changed on `unit` for `remote` (not on stand-ins: they have no hooks)."""
         app = unit.split("/")[0]
-        if app in self.standins:
+        if app in self.standins or (rel.id, unit, remote) in self._joins:
             return
+        self._joins.add((rel.id, unit, remote))
         q = self.queues.setdefault(unit, deque())
         ep = rel.endpoints[app]
         remote_app = remote.split("/")[0]
@@ -335,18 +371,20 @@ class Driver:
                 m.relations[hook.relation_id].joined.setdefault(unit, set()).add(hook.remote_unit)
             if hook.departing and hook.relation_id is not None:
                 m.relations[hook.relation_id].joined.get(unit, set()).discard(hook.departing)
+        logged = len(m.units[unit].log)
         start = time.monotonic()
-        out = machine.run(["./dispatch"], env=env, cwd=charm_dir, check=False, timeout=1800)
+        out = machine.run(["./dispatch"], env=env, cwd=charm_dir, check=False, timeout=600)
         elapsed = time.monotonic() - start
         self.history.append(HookRun(unit, hook.name, elapsed, out.returncode))
         log = self.work / "debug-log.txt"
         with log.open("a") as f:
-            f.write(f"--- {unit} {hook.name} rc={out.returncode} {elapsed:.1f}s\n{out.stdout}{out.stderr}")
+            calls = "\n".join(m.units[unit].log[logged:])
+            f.write(f"--- {unit} {hook.name} rc={out.returncode} {elapsed:.1f}s\n{calls}\n{out.stdout}{out.stderr}")
         ctx.__dict__["code"] = out.returncode
         if out.returncode != 0 and action_params is None:
             raise HookFailed(
                 f"hook failed: {unit} {hook.name} (exit {out.returncode}); the unit would be in error:\n"
-                f"{(out.stdout + out.stderr)[-4000:]}"
+                f"{_juju_log(m.units[unit].log[logged:])[-6000:]}\n{(out.stdout + out.stderr)[-3000:]}"
             )
         with m.lock:
             self._propagate(unit, before)
@@ -451,6 +489,11 @@ class Driver:
             m.destroy()
         self.machines.clear()
         self._pool.shutdown(wait=False)
+
+
+def _juju_log(calls: list[str]) -> str:
+    """What `juju debug-log` would show of a hook: its juju-log lines (ops logs its tracebacks there)."""
+    return "\n".join(c for c in calls if c.split(" ", 1)[0] in ("ERROR", "WARNING", "INFO", "DEBUG", "TRACE"))
 
 
 def charm_metadata(charm: Path) -> dict[str, Any]:

@@ -68,11 +68,16 @@ class AptProxy:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = self.run_dir / "apt-cacher-ng.out"
+        # Our own configuration: a plain caching proxy for the URLs the machines ask for (the package's default
+        # remaps Debian URLs onto a mirror list of its own, which need not be reachable from here).
+        conf = self.run_dir / "conf"
+        conf.mkdir(exist_ok=True)
+        (conf / "acng.conf").write_text("SupportDir: /usr/lib/apt-cacher-ng\n")
         self.proc = subprocess.Popen(
             [
                 "apt-cacher-ng",
                 "-c",
-                "/etc/apt-cacher-ng",
+                str(conf),
                 "ForeGround=1",
                 f"Port={self.port}",
                 f"BindAddress={self.address}",
@@ -84,6 +89,7 @@ class AptProxy:
                 "PassThroughPattern=.*:443$",
                 "ReportPage=",
             ],
+            stdin=subprocess.DEVNULL,
             stdout=open(log, "wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -11,7 +11,6 @@ import hashlib
 import os
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -252,9 +251,6 @@ def test_staged_refresh_pauses_after_the_canary_resumes_and_rolls_back(
     assert after != before
     task = juju.run_action("updown-app/leader", "rollback")
     assert task.status == "completed" and before in task.results["result"], task
-    juju.run_action("updown-app/leader", "resume-refresh") if "paused" in juju.status()["applications"][
-        "updown-app"
-    ]["application-status"]["message"] else None
     status = assert_all_active(juju)
     assert status["applications"]["updown-app"]["application-status"]["message"].startswith(before)
     with https(frontends(juju)[0], ca) as web:
@@ -276,4 +272,3 @@ def test_remove_unit_of_a_frontend(juju: Driver, client: Any, ca: Path, tmp_path
     app_units = juju.model.apps["updown-app"].units
     cache_units = juju.machines[app_units[0]].run(["cat", "/etc/updown/cache-units.json"]).stdout
     assert "cache-frontend" not in cache_units or cache_units.count("http://") == 2, cache_units
-    del time
