@@ -293,11 +293,17 @@ def varnishd_args(state: CacheState, vcl: Path) -> list[str]:
     ]
 
 
+# Loads a VCL file into the running varnishd (the cache is kept). Debian and Ubuntu ship it here, off PATH: it is
+# only run by systemd, as the unit's ExecReload (`systemctl reload varnish`).
+VARNISHRELOAD = "/usr/share/varnish/varnishreload"
+
+
 def render_varnish_dropin(state: CacheState, layout: Layout) -> str:
     args = " ".join(varnishd_args(state, layout.vcl))
     return (
         "# Rendered by the updown-cache charm; do not edit.\n[Service]\nExecStart=\n"
         f"ExecStart=/usr/sbin/varnishd -j unix,user=vcache -F -T localhost:6082 -S /etc/varnish/secret {args}\n"
+        f"ExecReload=\nExecReload={VARNISHRELOAD} {layout.vcl}\n"
     )
 
 
@@ -585,8 +591,9 @@ def check_configs(layout: Layout) -> None:
 
 def apply(state: CacheState, layout: Layout) -> set[Path]:
     """Write the configs and reload what changed without dropping connections: HAProxy's master reloads its
-    workers seamlessly; varnishreload loads the new VCL into the running varnishd, keeping the cache. A changed
-    storage size or listen address (the drop-in) needs a varnish restart, which empties that unit's cache."""
+    workers seamlessly; `systemctl reload varnish` (the drop-in's ExecReload) loads the new VCL into the running
+    varnishd, keeping the cache. A changed storage size or listen address (the drop-in) needs a varnish restart,
+    which empties that unit's cache."""
     if state.config.role is Role.BACKEND:
         return apply_backend(state, layout)
     changed = write_checked(rendered_files(state, layout), lambda: check_configs(layout), frozenset({layout.tls_pem}))
@@ -596,7 +603,7 @@ def apply(state: CacheState, layout: Layout) -> set[Path]:
         run(["systemctl", "daemon-reload"])
         run(["systemctl", "restart", "varnish"])
     elif layout.vcl in changed:
-        run(["varnishreload", str(layout.vcl)])
+        run(["systemctl", "reload", "varnish"])
     if changed & {layout.haproxy_cfg, layout.tls_pem}:
         run(["systemctl", "reload-or-restart", "haproxy"])
     run(["systemctl", "enable", "--now", "haproxy", "varnish"])
