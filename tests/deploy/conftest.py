@@ -4,9 +4,11 @@ bundle.yaml onto machines. It needs root, systemd-nspawn, debootstrap and apt-ca
 the test PostgreSQL and Swift (scripts/test.sh starts them) and the packed charms.
 
 Environment:
-  UPDOWN_DEPLOY_CHARMS       directory with updown-app_amd64.charm, updown-cache_amd64.charm and, for the
-                             staged refresh, updown-app-next_amd64.charm (another release of the app). Default:
-                             packed by scripts/pack-charms.sh into the run directory.
+  UPDOWN_TEST_CHARMS_DIR     directory with updown-app_amd64.charm and updown-cache_amd64.charm (scripts/test.sh
+                             packs them there); default: packed by scripts/pack-charms.sh into the work directory.
+                             The second release for the staged refresh (updown-app carrying the service as
+                             version <current>.post1) is packed next to the work directory each run, or taken from
+                             UPDOWN_DEPLOY_NEXT_APP_CHARM.
   UPDOWN_DEPLOY_SUBNET       the bridge's subnet (default 10.231.47.0/24): the host takes .1, units .10 on
   UPDOWN_DEPLOY_CACHE        base image and apt cache, kept between runs (default /var/cache/updown-deploy)
   UPDOWN_DEPLOY_KEEP=1       leave the work directory (machines' files, debug-log.txt) after the run
@@ -26,7 +28,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from tests.charms.tls import make_ca
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,14 +62,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def packed_charms(run_dir: Path) -> Path:
-    given = os.environ.get("UPDOWN_DEPLOY_CHARMS")
+def packed_charms(work: Path) -> Path:
+    given = os.environ.get("UPDOWN_TEST_CHARMS_DIR")
+    if given and (Path(given) / "updown-app_amd64.charm").is_file():
+        return Path(given)
+    out = work / "charms"
+    subprocess.run([str(REPO / "scripts" / "pack-charms.sh"), str(out)], check=True, cwd=REPO)
+    return out
+
+
+def next_release_charm(work: Path) -> Path:
+    """updown-app packed again carrying another version of the service: what `juju refresh` moves to."""
+    given = os.environ.get("UPDOWN_DEPLOY_NEXT_APP_CHARM")
     if given:
         return Path(given)
-    out = run_dir / "charms"
-    script = REPO / "scripts" / "pack-charms.sh"
-    subprocess.run([str(script), str(out)], check=True, cwd=REPO)
-    return out
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    out = work / "charms-next"
+    env = os.environ | {"UPDOWN_RELEASE": f"{version}.post1"}
+    subprocess.run([str(REPO / "scripts" / "pack-charms.sh"), str(out), "updown-app"], check=True, cwd=REPO, env=env)
+    return out / "updown-app_amd64.charm"
 
 
 def swift_url() -> tuple[str, int]:
@@ -129,7 +143,6 @@ def merged_bundle(charms: Path, extra: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def world() -> Iterator[dict[str, Any]]:
     from cryptography.hazmat.primitives import serialization
-
     from tests.deploy.hostservices import AptProxy, Forwarder
     from tests.deploy.machines import Bridge, base_image, nspawn_tmpfs
 
@@ -159,6 +172,7 @@ def world() -> Iterator[dict[str, Any]]:
             "ca_key": ca_key,
             "ca_pem": ca_pem,
             "charms": packed_charms(work),
+            "next_app_charm": next_release_charm(work),
         }
     finally:
         fwd.stop()

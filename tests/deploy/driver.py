@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from tests.deploy.machines import Bridge, Machine
 from tests.deploy.model import Application, Context, Model, Relation, Unit
 
@@ -182,14 +181,15 @@ class Driver:
                 work=self.work / f"{app}-{n}",
                 extra_hosts=self.extra_hosts,
             )
+            with self.model.lock:
+                self.machines[name] = machine  # from now on close() destroys it, whatever fails next
             machine.create(self.image, self.apt_proxy, self.ca_pem)
             self._install_charm(machine, name, self.charms[app])
             self._install_hooktools(machine, name)
             machine.boot()
             return machine
 
-        for name, machine in zip(names, self._pool.map(one, names)):
-            self.machines[name] = machine
+        list(self._pool.map(one, names))
 
     def _queue_new(self, name: str) -> None:
         self._queue_lifecycle(name)
@@ -476,8 +476,13 @@ class Driver:
         for name, a in self.model.apps.items():
             if name in self.standins:
                 continue
-            units = {u: {"workload-status": dict(zip(("current", "message"), self.model.units[u].status)),
-                         "public-address": self.model.units[u].address} for u in a.units}
+            units = {
+                u: {
+                    "workload-status": dict(current=self.model.units[u].status[0], message=self.model.units[u].status[1]),
+                    "public-address": self.model.units[u].address,
+                }
+                for u in a.units
+            }
             app_status = a.status
             if app_status[0] == "unknown" and units:  # Juju derives it from the units' when the leader set none
                 app_status = min((self.model.units[u].status for u in a.units), key=lambda s: SEVERITY.index(s[0]))
@@ -520,7 +525,9 @@ def juju_status_text(status: dict[str, Any]) -> str:
         s = a["application-status"]
         lines.append(f"{app}: {s['current']} {s['message']}")
         for u, us in a["units"].items():
-            lines.append(f"  {u} {us['workload-status']['current']} {us['public-address']} {us['workload-status']['message']}")
+            lines.append(
+                f"  {u} {us['workload-status']['current']} {us['public-address']} {us['workload-status']['message']}"
+            )
     return "\n".join(lines)
 
 

@@ -29,7 +29,9 @@ def free_port(address: str, low: int = 0, high: int = 0) -> int:
     raise RuntimeError(f"no free port on {address} in {low}-{high}")
 
 
-def wait_port(address: str, port: int, proc: subprocess.Popen[bytes], name: str, log: Path, timeout: float = 30) -> None:
+def wait_port(
+    address: str, port: int, proc: subprocess.Popen[bytes], name: str, log: Path, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -120,7 +122,8 @@ class Forwarder:
             "global\n    maxconn 2000\n"
             "defaults\n    timeout connect 5s\n    timeout client 600s\n    timeout server 600s\n"
             f"listen postgres\n    mode tcp\n    bind {a}:{self.pg_port}\n    server pg {self.pg[0]}:{self.pg[1]}\n"
-            f"listen swift\n    mode http\n    bind {a}:{self.swift_port}\n    server swift {self.swift[0]}:{self.swift[1]}\n"
+            f"listen swift\n    mode http\n    bind {a}:{self.swift_port}\n"
+            f"    server swift {self.swift[0]}:{self.swift[1]}\n"
             f"listen swift_tls\n    mode http\n    bind {a}:{self.swift_tls_port} ssl crt {pem}\n"
             "    http-request set-header X-Forwarded-Proto https\n"
             f"    server swift {self.swift[0]}:{self.swift[1]}\n"

@@ -48,7 +48,9 @@ class Bridge:
         return str(self.network.network_address + 1)
 
     def create(self) -> None:
-        for route in subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout.split("\n"):
+        for route in subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout.split(
+            "\n"
+        ):
             dest = route.split(" ")[0]
             if dest and dest != "default" and ipaddress.ip_network(dest, strict=False).overlaps(self.network):
                 raise RuntimeError(f"subnet {self.network} is already routed here ({route}): set UPDOWN_DEPLOY_SUBNET")
@@ -100,7 +102,7 @@ class Machine:
         )
         r = self.root
         (r / "etc/hostname").write_text(self.name + "\n")
-        hosts = [f"127.0.0.1 localhost", f"{self.address} {self.name}"]
+        hosts = ["127.0.0.1 localhost", f"{self.address} {self.name}"]
         hosts += [f"{ip} {name}" for name, ip in self.extra_hosts.items()]
         (r / "etc/hosts").write_text("\n".join(hosts) + "\n")
         (r / "etc/resolv.conf").unlink(missing_ok=True)
@@ -138,7 +140,8 @@ class Machine:
                 "--register=no",
                 "--keep-unit",
                 "-M",
-                self.name,
+                # unique per run: nspawn names the host side of the veth after the machine
+                f"{self.name}-{os.getpid() % 100000}",
                 f"--network-bridge={self.bridge.name}",
                 "--resolv-conf=off",
                 "--timezone=off",
@@ -153,7 +156,9 @@ class Machine:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name}: systemd-nspawn exited: {(self.work / 'nspawn.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"{self.name}: systemd-nspawn exited: {(self.work / 'nspawn.log').read_text()[-2000:]}"
+                )
             children = subprocess.run(
                 ["pgrep", "-P", str(self.process.pid), "-x", "systemd"], capture_output=True, text=True
             ).stdout.split()

@@ -532,7 +532,9 @@ class Model:
 
 
 def _parse(
-    args: list[str], flags: set[str], switches: set[str] = frozenset()  # type: ignore[assignment]
+    args: list[str],
+    flags: set[str],
+    switches: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> tuple[dict[str, str], list[str]]:
     """Juju's flag syntax: `--flag value`, `--flag=value`, switches, `--` ends the flags."""
     opts: dict[str, str] = {}
@@ -605,7 +607,7 @@ class ModelServer:
 
 def _handler(model: Model) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["content-length"])))
             try:
                 out, err, code = model.call(request)

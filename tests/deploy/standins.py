@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
 from tests.deploy.model import Relation
 
 if TYPE_CHECKING:
@@ -44,8 +43,14 @@ class PostgresProvider:
         user, password = f"relation-{rel.id}", secrets.token_urlsafe(24)
         asyncio.run(self._create(user, password, name))
         self.created.append((user, name))
-        user_secret = driver.model.add_secret("postgresql", {"username": user, "password": password, "uris": (
-            f"postgresql://{user}:{password}@{self.endpoint}/{name}")})
+        user_secret = driver.model.add_secret(
+            "postgresql",
+            {
+                "username": user,
+                "password": password,
+                "uris": (f"postgresql://{user}:{password}@{self.endpoint}/{name}"),
+            },
+        )
         tls_secret = driver.model.add_secret("postgresql", {"tls": "False", "tls-ca": ""})
         for s in (user_secret, tls_secret):
             s.granted.add(requirer)
@@ -126,6 +131,11 @@ class CertificatesProvider:
         cert = builder.sign(self.ca_key, hashes.SHA256())
         pem = cert.public_bytes(serialization.Encoding.PEM).decode()
         ca_pem = self.ca.public_bytes(serialization.Encoding.PEM).decode()
-        entry: dict[str, object] = {"certificate_signing_request": csr_pem, "certificate": pem, "ca": ca_pem, "chain": [pem, ca_pem]}
+        entry: dict[str, object] = {
+            "certificate_signing_request": csr_pem,
+            "certificate": pem,
+            "ca": ca_pem,
+            "chain": [pem, ca_pem],
+        }
         self.signed[csr_pem] = entry
         return entry

@@ -18,7 +18,6 @@ from typing import Any
 import httpcore
 import httpx
 import pytest
-
 from tests.deploy.conftest import KEY_ID, PUBLIC
 from tests.deploy.driver import Driver, juju_status_text
 from tests.stack.apt_repo import AptClient, build_deb, index_files
@@ -43,7 +42,7 @@ class _Resolve(httpcore.SyncBackend):
 
 def https(address: str, ca: Path) -> httpx.Client:
     transport = httpx.HTTPTransport(verify=str(ca))
-    transport._pool._network_backend = _Resolve(address)  # noqa: SLF001 (httpx has no resolve option)
+    transport._pool._network_backend = _Resolve(address)  # httpx has no resolve option
     return httpx.Client(base_url=f"https://{PUBLIC}", transport=transport, timeout=60)
 
 
@@ -57,23 +56,32 @@ def frontends(juju: Driver) -> list[str]:
     return [u["public-address"] for _, u in sorted(units.items())]
 
 
+SERVICES = {"updown-app": ["updown"], "cache-frontend": ["haproxy", "varnish"], "cache-backend": ["nginx"]}
+
+
 def assert_all_active(juju: Driver) -> dict[str, Any]:
+    """`juju status` shows every unit and application active; if not, what it shows and the journal of the
+    services on the units that are not (what an operator would look at next)."""
     juju.update_status()
     status = juju.status()
-    text = juju_status_text(status)
+    problems = []
     for app in APPS:
         a = status["applications"][app]
-        assert a["application-status"]["current"] == "active", text
-        for u in a["units"].values():
-            assert u["workload-status"]["current"] == "active", text
+        if a["application-status"]["current"] != "active":
+            problems.append(app)
+        for name, u in a["units"].items():
+            if u["workload-status"]["current"] != "active":
+                problems.append(name)
+                units = " ".join(f"-u {s}" for s in SERVICES[app])
+                journal = juju.machines[name].run(["sh", "-c", f"journalctl --no-pager -n 12 {units}"], check=False)
+                problems.append(journal.stdout)
+    assert not problems, juju_status_text(status) + "\n" + "\n".join(problems)
     return status
 
 
 def service_pids(juju: Driver, unit: str, *services: str) -> dict[str, str]:
     m = juju.machines[unit]
-    return {
-        s: m.run(["systemctl", "show", "-p", "MainPID", "--value", s]).stdout.strip() for s in services
-    }
+    return {s: m.run(["systemctl", "show", "-p", "MainPID", "--value", s]).stdout.strip() for s in services}
 
 
 @pytest.fixture(scope="module")
@@ -226,8 +234,7 @@ def test_unpublish_is_404_at_once_on_every_frontend(juju: Driver, client: Any, c
 def test_staged_refresh_pauses_after_the_canary_resumes_and_rolls_back(
     juju: Driver, world: dict[str, Any], client: Any, ca: Path, tmp_path: Path
 ) -> None:
-    next_charm = Path(world["charms"]) / "updown-app-next_amd64.charm"
-    assert next_charm.is_file(), f"{next_charm} is missing: the packing step makes it"
+    next_charm = world["next_app_charm"]
     payload = tmp_path / "during.snap"
     payload.write_bytes(os.urandom(64 * 1024))
     record = client.upload(payload, package="during", revision="1")
