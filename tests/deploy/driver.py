@@ -478,7 +478,7 @@ class Driver:
                 continue
             units = {
                 u: {
-                    "workload-status": dict(current=self.model.units[u].status[0], message=self.model.units[u].status[1]),
+                    "workload-status": dict(zip(("current", "message"), self.model.units[u].status, strict=True)),
                     "public-address": self.model.units[u].address,
                 }
                 for u in a.units
