@@ -1,15 +1,16 @@
-#!/usr/bin/python3
+#!/usr/bin/python3 -SE
 """A Juju hook tool on a rehearsal machine (config-get, relation-set, status-set, ...: one file, linked under each
 tool's name). Like Juju's own `jujuc`, it does no work itself: it sends its name, arguments, standard input and
 hook context (JUJU_CONTEXT_ID) to the unit agent, here the rehearsal's model server on the host
 (JUJU_AGENT_SOCKET_ADDRESS), and prints what that answers with its exit status. Files the arguments name
 (`--file PATH`, `key#file=PATH`) are read here, on the machine, where the charm wrote them. Standard library only:
-it runs with the machine's python3, outside the charm's venv."""
+it runs with the machine's python3 (no site, no environment: `-SE`), outside the charm's venv, and speaks plain
+HTTP/1.0 over a socket, since a hook calls tools dozens of times and each call starts an interpreter."""
 
 import json
 import os
+import socket
 import sys
-import urllib.request
 
 
 def files_named(args: list[str]) -> dict[str, str]:
@@ -37,11 +38,19 @@ def main() -> int:
         "files": files_named(args),
         "context": os.environ.get("JUJU_CONTEXT_ID", ""),
     }
-    url = "http://" + os.environ["JUJU_AGENT_SOCKET_ADDRESS"] + "/hook-tool"
+    host, _, port = os.environ["JUJU_AGENT_SOCKET_ADDRESS"].rpartition(":")
     body = json.dumps(request).encode()
-    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=120) as response:
-        answer = json.loads(response.read())
+    head = f"POST /hook-tool HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=120) as conn:
+        conn.sendall(head.encode() + body)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    status, _, rest = b"".join(chunks).partition(b"\r\n")
+    if b" 200 " not in status + b" ":
+        sys.stderr.write(f"ERROR the unit agent answered {status.decode(errors='replace')}\n")
+        return 1
+    answer = json.loads(rest.partition(b"\r\n\r\n")[2])
     sys.stdout.write(answer["stdout"])
     sys.stderr.write(answer["stderr"])
     return int(answer["code"])
