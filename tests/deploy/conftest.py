@@ -159,6 +159,10 @@ def world() -> Iterator[dict[str, Any]]:
     chain, key = _leaf(ca, ca_key, SWIFT_HOST)
     apt = AptProxy(bridge.host, cache / "apt-cacher-ng", work / "apt-cacher-ng")
     fwd = Forwarder(bridge.host, work / "forward", pg_address(), swift_url(), chain + key)
+    from concurrent.futures import ThreadPoolExecutor
+
+    packer = ThreadPoolExecutor(max_workers=1)
+    next_charm = packer.submit(next_release_charm, work)
     try:
         apt.start()
         fwd.start()
@@ -172,9 +176,11 @@ def world() -> Iterator[dict[str, Any]]:
             "ca_key": ca_key,
             "ca_pem": ca_pem,
             "charms": packed_charms(work),
-            "next_app_charm": next_release_charm(work),
+            # packed while the bundle deploys (the refresh step waits for it): ~3 minutes of charmcraft
+            "next_app_charm": next_charm,
         }
     finally:
+        packer.shutdown(wait=True)
         fwd.stop()
         apt.stop()
         bridge.delete()

@@ -490,8 +490,7 @@ class Driver:
         return {"model": self.model.name, "applications": apps}
 
     def close(self) -> None:
-        for m in list(self.machines.values()):
-            m.destroy()
+        list(self._pool.map(Machine.destroy, list(self.machines.values())))  # shut down concurrently
         self.machines.clear()
         self._pool.shutdown(wait=False)
 

@@ -234,7 +234,7 @@ def test_unpublish_is_404_at_once_on_every_frontend(juju: Driver, client: Any, c
 def test_staged_refresh_pauses_after_the_canary_resumes_and_rolls_back(
     juju: Driver, world: dict[str, Any], client: Any, ca: Path, tmp_path: Path
 ) -> None:
-    next_charm = world["next_app_charm"]
+    next_charm = world["next_app_charm"].result(timeout=900)
     payload = tmp_path / "during.snap"
     payload.write_bytes(os.urandom(64 * 1024))
     record = client.upload(payload, package="during", revision="1")
