@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from updown_app.core.digests import Declared
+from updown_app.core.errors import DependencyUnavailable
 from updown_app.core.names import object_key
 from updown_app.metadata.db import create_engine, migrate, session_factory
 from updown_app.metadata.models import Visibility
@@ -26,7 +27,6 @@ from updown_app.metadata.repository import Repository
 from updown_app.services.ingest import Ingest, StreamContent
 from updown_app.services.upload_fields import UploadFields
 from updown_app.storage.local import LocalStorage
-from updown_app.unavailable import DependencyUnavailable
 
 pytestmark = pytest.mark.postgres
 DATABASE_GONE = (DependencyUnavailable, DBAPIError, OSError)

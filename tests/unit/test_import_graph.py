@@ -87,11 +87,10 @@ def test_a_cycle_is_seen() -> None:
 
 @pytest.mark.parametrize("layer", DOMAIN)
 def test_the_domain_imports_neither_starlette_nor_the_adapters(layer: str) -> None:
-    """``auth`` may name starlette's ``Request`` (an authorizer reads the request's credentials), nothing else."""
     offenders = {}
     for path in (ROOT / layer).rglob("*.py"):
         found = imports_of(path)
-        bad = {m for m in found if m.split(".")[0] == "starlette" and layer != "auth"}
+        bad = {m for m in found if m.split(".")[0] == "starlette"}
         bad |= {m for m in found if m.startswith(ADAPTERS) or m == "updown_app.runtime"}
         if bad:
             offenders[module_name(path)] = sorted(bad)

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from starlette.requests import Request
-
 from updown_app.core.errors import Forbidden, Unauthenticated
 from updown_app.metadata.models import File
 
@@ -22,8 +20,10 @@ class Principal:
 
 
 class Authorizer(Protocol):
-    async def authenticate(self, request: Request) -> Principal:
-        """The caller, or Unauthenticated (no/invalid credentials) / Unavailable (identity provider down)."""
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The caller named by the request's ``Authorization`` header (None when absent), or Unauthenticated
+        (no/invalid credentials) / Unavailable (identity provider down). A header value, not the HTTP request:
+        the domain knows no HTTP framework."""
         ...
 
     async def authorize(self, principal: Principal, file: File) -> None:
@@ -34,7 +34,7 @@ class Authorizer(Protocol):
 class DenyAll:
     """The default: no private download is possible until an authorizer is configured."""
 
-    async def authenticate(self, request: Request) -> Principal:
+    async def authenticate(self, authorization: str | None) -> Principal:
         raise Unauthenticated("unauthorized", "private downloads need authentication", "Bearer")
 
     async def authorize(self, principal: Principal, file: File) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 
 import httpx
-from starlette.requests import Request
 
 from updown_app.auth.access_check import AccessChecker
 from updown_app.auth.private import Principal
@@ -27,8 +26,8 @@ class StoreAuthorizer:
         self.access = access
         self.http = http
 
-    async def authenticate(self, request: Request) -> Principal:
-        return await self.tokens.authenticate(bearer_token(request.headers.get("authorization")))
+    async def authenticate(self, authorization: str | None) -> Principal:
+        return await self.tokens.authenticate(bearer_token(authorization))
 
     async def authorize(self, principal: Principal, file: File) -> None:
         if file.visibility == Visibility.public:

@@ -55,8 +55,21 @@ class Unavailable(DomainError):
         self.retry_after = retry_after
 
 
-class StoreUnavailable(Unavailable):
+class DependencyUnavailable(Unavailable):
+    """``dependency`` ("database", "storage") is down, hung or refusing connections; retrying later may work.
+    Raised by the storage and metadata layers (code ``<dependency>_unavailable``), never answered as a 500."""
+
+    RETRY_AFTER = 5  # seconds; the frontends' own 503 (charms/cache) says the same
+
+    def __init__(self, dependency: str, message: str | None = None) -> None:
+        super().__init__(
+            f"{dependency}_unavailable", message or f"the {dependency} is unavailable; retry later", self.RETRY_AFTER
+        )
+        self.dependency = dependency
+
+
+class StoreUnavailable(DependencyUnavailable):
     """The object store is down (code ``storage_unavailable``)."""
 
-    def __init__(self, message: str = "the object store is unavailable; retry later", retry_after: int = 30) -> None:
-        super().__init__("storage_unavailable", message, retry_after)
+    def __init__(self, message: str = "the object store is unavailable; retry later") -> None:
+        super().__init__("storage", message)

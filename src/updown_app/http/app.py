@@ -16,7 +16,7 @@ from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from updown_app.auth.private import Authorizer
-from updown_app.core.errors import DomainError
+from updown_app.core.errors import DependencyUnavailable, DomainError
 from updown_app.http.errors import ApiError, api_error_handler, error_response
 from updown_app.http.handlers import download, files, health, index, latest, links, resumable, upload
 from updown_app.http.middleware.dot_segments import DotSegmentsMiddleware
@@ -25,11 +25,9 @@ from updown_app.http.middleware.metrics import MetricsMiddleware, metrics_endpoi
 from updown_app.runtime import Runtime, build_runtime, close_runtime
 from updown_app.services.upload_purge import purge_expired
 from updown_app.settings import Settings
-from updown_app.unavailable import DependencyUnavailable
 
 log = logging.getLogger("updown.app")
 NONCE_PURGE_INTERVAL = 60.0
-DEPENDENCY_RETRY_AFTER = "5"  # seconds; the frontends' own 503 (charms/cache) says the same
 
 
 async def _purge_nonces(context: Runtime) -> None:
@@ -64,12 +62,7 @@ async def _dependency_unavailable(request: Request, exc: Exception) -> Response:
         "dependency unavailable",
         extra={"dependency": exc.dependency, "path": request.url.path, "error": type(exc.__cause__ or exc).__name__},
     )
-    return error_response(
-        503,
-        f"{exc.dependency}_unavailable",
-        f"the {exc.dependency} is unavailable; retry later",
-        {"retry-after": DEPENDENCY_RETRY_AFTER},
-    )
+    return ApiError.of(exc).response()
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:

@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from updown_app.unavailable import DependencyUnavailable
+from updown_app.core.errors import DependencyUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Seconds (PostgreSQL). Each well below the frontends' timeouts (Varnish's first byte: 60 s): a hung database is

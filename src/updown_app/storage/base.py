@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from updown_app.unavailable import DependencyUnavailable
+from updown_app.core.errors import DependencyUnavailable
 
 
 class StorageError(Exception):
@@ -31,7 +31,7 @@ class StorageIntegrityError(StorageError):
 class StorageUnavailableError(StorageError, DependencyUnavailable):
     """The store cannot be reached or answers with a server error; the operation may be retried later."""
 
-    def __init__(self, message: str = "the object store is unavailable") -> None:
+    def __init__(self, message: str = "the object store is unavailable; retry later") -> None:
         DependencyUnavailable.__init__(self, "storage", message)
 
 

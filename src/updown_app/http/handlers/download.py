@@ -24,8 +24,6 @@ from updown_app.metadata.models import File, Visibility
 from updown_app.runtime import Runtime
 from updown_app.storage.base import StorageError, StorageUnavailableError
 
-RETRY_AFTER = "30"
-
 log = logging.getLogger("updown.download")
 
 _NOT_FOUND = NotFound("not_found", "no such file")
@@ -49,7 +47,7 @@ async def find_file(context: Runtime, request: Request) -> tuple[File, bool]:
             raise _NOT_FOUND
         return file, False
     if host == settings.private_host:
-        principal = await context.authorizer.authenticate(request)
+        principal = await context.authorizer.authenticate(request.headers.get("authorization"))
         file = await context.catalog.published(params["package"], params["revision"], params["filename"])
         if file is None:
             raise _NOT_FOUND
@@ -120,14 +118,9 @@ async def respond(context: Runtime, request: Request, file: File, private: bool)
     try:
         # Fetch the first chunk before answering, so a missing object or an unreachable store is a clean error.
         first = await anext(stream)
-    except StorageUnavailableError:
+    except StorageUnavailableError as exc:
         await stream.aclose()
-        return error_response(
-            503,
-            "storage_unavailable",
-            "the object store is unavailable; retry later",
-            {"retry-after": RETRY_AFTER},
-        )
+        return ApiError.of(exc).response()
     except (KeyError, StorageError, StopAsyncIteration):
         await stream.aclose()
         log.error("stored object unreadable", extra={"file_id": file.id, "object_key": file.object_key})
