@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.charms.tls import make_ca
+from scripts.throwaway_ca import make_ca
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC = "updown.example.com"
