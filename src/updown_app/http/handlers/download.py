@@ -20,7 +20,7 @@ from updown_app.http.state import ctx
 from updown_app.http.wire import ranges
 from updown_app.http.wire.headers import PRIVATE_CACHE, fetching_headers, file_headers
 from updown_app.http.wire.streaming import ObjectResponse
-from updown_app.metadata.models import File, Visibility
+from updown_app.metadata.models import File
 from updown_app.runtime import Runtime
 from updown_app.storage.base import StorageError, StorageUnavailableError
 
@@ -44,8 +44,9 @@ async def find_file(context: Runtime, request: Request) -> tuple[File, bool]:
     host = request_host(request)
     settings = context.settings
     if host == settings.public_host:
-        file = await context.catalog.published(params["package"], params["revision"], params["filename"])
-        if file is None or file.visibility != Visibility.public:
+        # One query whatever the reason for a 404 (missing, unpublished, private): no timing oracle.
+        file = await context.catalog.published_public(params["package"], params["revision"], params["filename"])
+        if file is None:
             raise _NOT_FOUND
         return file, False
     if host == settings.private_host:
