@@ -252,6 +252,19 @@ class UploadSettings(BaseModel):
     )
 
 
+class SweepSettings(BaseModel):
+    """The sweeper (``updown sweep``; services/sweeper.py): objects no file records and partial local writes."""
+
+    grace: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="Seconds since its last write before a leftover may be removed; longer than any upload takes.",
+    )
+    interval: float = Field(
+        default=3600.0, ge=0, description="Seconds between the service's sweeps (the first soon after start); 0: off."
+    )
+
+
 def _cache_unit_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -379,6 +392,7 @@ class Settings(BaseSettings):
 
     # Resumable uploads (tus).
     uploads: UploadSettings = UploadSettings()
+    sweep: SweepSettings = SweepSettings()
 
     # The caching tier: purge endpoints (frontend units) and read caches (backend units).
     caches: CacheSettings = CacheSettings()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -15,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from updown_app import metrics
 from updown_app.auth.private import Authorizer
 from updown_app.core.errors import DomainError
 from updown_app.http.errors import ApiError, api_error_handler, error_response
@@ -49,6 +51,20 @@ async def _purge_uploads(context: Runtime) -> None:
         await asyncio.sleep(interval)
 
 
+async def _sweep(context: Runtime) -> None:
+    """The sweeper on every unit (safe at once): soon after start (a crash's leftovers), then every interval;
+    jittered so that units restarted together do not list the store together."""
+    interval = context.settings.sweep.interval
+    await asyncio.sleep(random.uniform(0, min(interval, 60.0)))  # noqa: S311 - jitter, not a secret
+    while True:
+        try:
+            await context.sweeper.sweep()
+        except Exception:  # keep sweeping after a transient database or storage error
+            metrics.SWEEP_FAILURES.inc()
+            log.exception("sweeping the store failed")
+        await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
@@ -68,14 +84,16 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         context = await build_runtime(settings, authorizer)
         app.state.runtime = context
         app.state.readiness = health.Readiness()
-        purger = asyncio.create_task(_purge_nonces(context))
-        upload_purger = asyncio.create_task(_purge_uploads(context)) if settings.uploads.purge_interval > 0 else None
+        background = [asyncio.create_task(_purge_nonces(context))]
+        if settings.uploads.purge_interval > 0:
+            background.append(asyncio.create_task(_purge_uploads(context)))
+        if settings.sweep.interval > 0:
+            background.append(asyncio.create_task(_sweep(context)))
         try:
             yield
         finally:
-            purger.cancel()
-            if upload_purger is not None:
-                upload_purger.cancel()
+            for task in background:
+                task.cancel()
             await close_runtime(context)
 
     routes = [

@@ -101,6 +101,14 @@ class Repository:
         async with self.sessions() as session:
             return bool(await session.scalar(select(exists().where(File.object_key == object_key))))
 
+    async def recorded_objects(self, object_keys: Sequence[str]) -> set[str]:
+        """Which of these storage keys some file records (the sweeper asks a page at a time)."""
+        if not object_keys:
+            return set()
+        async with self.sessions() as session:
+            query = select(File.object_key).where(File.object_key.in_(list(object_keys))).distinct()
+            return set((await session.scalars(query)).all())
+
     async def add(self, file: File, key_id: str) -> File:
         async with self.sessions() as session:
             session.add(file)
