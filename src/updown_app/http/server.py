@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
+import shutil
 import socket
 import sys
 from collections.abc import Generator
@@ -81,6 +83,18 @@ def _redirect_app(settings: Settings):  # type: ignore[no-untyped-def]
     return HttpsOnlyMiddleware(nothing, redirect_port=settings.redirect_port, hsts=False)
 
 
+def invoked_as() -> str:
+    """How to run this very ``updown`` from here, as the banner's commands say it: ``updown`` when that is on
+    PATH, else the path it was started by (``.venv/bin/updown`` after the README's install), or ``python -m``."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name != "updown":  # python -m updown_app
+        return f"{shlex.quote(sys.executable)} -m updown_app"
+    on_path = shutil.which("updown")
+    if on_path is not None and Path(on_path).resolve() == Path(argv0).resolve():
+        return "updown"
+    return shlex.quote(argv0)
+
+
 def banner(settings: Settings, cert: Path | None, key_file: Path | None) -> str:
     scheme = "https" if settings.tls else "http"
     port = f":{settings.port}"
@@ -104,11 +118,12 @@ def banner(settings: Settings, cert: Path | None, key_file: Path | None) -> str:
     if keyfile is not None:
         first_id = next(iter(json.loads(Path(keyfile).read_text())), LOCAL_KEY_ID)
         lines.append(f"  export UPDOWN_KEY_ID={first_id} UPDOWN_KEY_FILE={keyfile}")
+    updown = invoked_as()
     lines += [
         "  echo hello > hello.txt",
-        "  updown upload hello.txt --package hello --revision 1     # prints the file id",
-        "  updown publish <id>",
-        f"  updown download {scheme}://{settings.public_host}{port}/hello/1/hello.txt",
+        f"  {updown} upload hello.txt --package hello --revision 1     # prints the file id",
+        f"  {updown} publish <id>",
+        f"  {updown} download {scheme}://{settings.public_host}{port}/hello/1/hello.txt",
     ]
     return "\n".join(lines)
 
