@@ -22,6 +22,7 @@ from updown_app.core.errors import DomainError
 from updown_app.http.errors import ApiError, api_error_handler, error_response
 from updown_app.http.handlers import download, files, health, index, latest, links, resumable, upload
 from updown_app.http.middleware.dot_segments import DotSegmentsMiddleware
+from updown_app.http.middleware.host import StrictHostMiddleware
 from updown_app.http.middleware.https_only import HttpsOnlyMiddleware
 from updown_app.http.middleware.metrics import MetricsMiddleware, metrics_endpoint
 from updown_app.runtime import Runtime, build_runtime, close_runtime
@@ -121,7 +122,13 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         middleware.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies))
     middleware += [
         Middleware(MetricsMiddleware, access_log=settings.access_log),
-        Middleware(HttpsOnlyMiddleware, redirect_port=settings.redirect_port, hsts=settings.tls),
+        Middleware(StrictHostMiddleware),
+        Middleware(
+            HttpsOnlyMiddleware,
+            redirect_port=settings.redirect_port,
+            hsts=settings.tls,
+            hostnames=(settings.public_host, settings.private_host),
+        ),
         Middleware(DotSegmentsMiddleware),
     ]
     return Starlette(

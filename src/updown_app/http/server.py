@@ -22,6 +22,7 @@ from typing import Literal
 import uvicorn
 
 from updown_app.http.app import create_app
+from updown_app.http.protocol import JsonErrorsProtocol
 from updown_app.http.tls import ensure_self_signed
 from updown_app.logs import setup_logging
 from updown_app.settings import Settings
@@ -61,7 +62,7 @@ def _config(
         host=settings.bind,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=JsonErrorsProtocol,
         lifespan=lifespan,
         proxy_headers=False,  # ours is configured from trusted_proxies, never uvicorn's default trust of loopback
         server_header=False,
@@ -75,12 +76,16 @@ def _config(
 
 
 def _redirect_app(settings: Settings):  # type: ignore[no-untyped-def]
+    from updown_app.http.middleware.host import StrictHostMiddleware
     from updown_app.http.middleware.https_only import HttpsOnlyMiddleware
 
     async def nothing(scope, receive, send):  # type: ignore[no-untyped-def]  # never reached: all is redirected
         raise RuntimeError("the redirect listener serves nothing")
 
-    return HttpsOnlyMiddleware(nothing, redirect_port=settings.redirect_port, hsts=False)
+    hostnames = (settings.public_host, settings.private_host)
+    return StrictHostMiddleware(
+        HttpsOnlyMiddleware(nothing, redirect_port=settings.redirect_port, hsts=False, hostnames=hostnames)
+    )
 
 
 def invoked_as() -> str:
@@ -179,7 +184,7 @@ def serve(settings: Settings) -> None:
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http="httptools",
+            http=JsonErrorsProtocol,
             proxy_headers=False,
             server_header=False,
             access_log=False,

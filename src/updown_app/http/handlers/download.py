@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 
 from updown_app.core.errors import DomainError, NotFound
 from updown_app.http.errors import ApiError, error_response
+from updown_app.http.middleware.host import hostname
 from updown_app.http.state import ctx
 from updown_app.http.wire import ranges
 from updown_app.http.wire.headers import PRIVATE_CACHE, fetching_headers, file_headers
@@ -32,10 +33,7 @@ _NOT_FOUND = NotFound("not_found", "no such file")
 
 
 def request_host(request: Request) -> str:
-    host = request.headers.get("host", "")
-    if host.startswith("["):  # IPv6 literal
-        return host[: host.find("]") + 1].lower()
-    return host.rsplit(":", 1)[0].lower() if ":" in host else host.lower()
+    return hostname(request.headers.get("host", ""))
 
 
 async def find_file(context: Runtime, request: Request) -> tuple[File, bool]:
