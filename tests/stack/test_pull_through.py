@@ -57,9 +57,9 @@ def test_first_request_pulls_second_is_local_and_survives_the_upstream(
     record = publish(upstream, tmp_path, "pulled", "big.bin", data, ["stable"])
     first = get(local, record["path"])
     assert first.status_code == 200 and first.content == data
-    assert first.headers["cache-control"] == "no-store"  # the streamed copy is not cached by the frontends
-    # The client has every byte before the record is written: the store finishes right after.
-    wait_for(lambda: 'updown_pull_through_total{result="stored"} 1.0' in get(local, "/metrics").text)
+    # Verified and stored before the first byte is answered: the first answer is already the ordinary one.
+    assert first.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert 'updown_pull_through_total{result="stored"} 1.0' in get(local, "/metrics").text
     assert local.objects() == [f"sha256/{record['sha256'][:2]}/{record['sha256']}"]
 
     second = get(local, record["path"])  # the ordinary answer of a stored, published file

@@ -53,3 +53,10 @@ class Unavailable(DomainError):
     def __init__(self, code: str, message: str, retry_after: int = 30) -> None:
         super().__init__(code, message)
         self.retry_after = retry_after
+
+
+class StoreUnavailable(Unavailable):
+    """The object store is down (code ``storage_unavailable``)."""
+
+    def __init__(self, message: str = "the object store is unavailable; retry later", retry_after: int = 30) -> None:
+        super().__init__("storage_unavailable", message, retry_after)

@@ -5,6 +5,7 @@ importer of an upstream's index)."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Protocol
 from urllib.parse import quote
 
@@ -49,13 +50,23 @@ def check_revision(revision: str) -> str:
     return revision
 
 
+# Control (Cc), format (Cf: bidi controls, zero-width), surrogate, private-use, unassigned, line/paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
 def check_filename(name: str) -> str:
     if not name or len(name.encode()) > 255:
         raise InvalidInput("invalid_filename", "filename must be 1-255 bytes")
     if "/" in name or "\\" in name or name in (".", "..") or ".." in name:
         raise InvalidInput("invalid_filename", "filename must not contain path separators or '..'")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise InvalidInput("invalid_filename", "filename must not contain control characters")
+    if unicodedata.normalize("NFC", name) != name:
+        # One spelling per name: NFD "ü" and NFC "ü" would otherwise be two files that look the same.
+        raise InvalidInput("invalid_filename", "filename must be NFC-normalised Unicode")
+    if any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in name):
+        # Bidi overrides (U+202E) and zero-width characters make a name display as another one.
+        raise InvalidInput(
+            "invalid_filename", "filename must not contain control, format (bidi) or unassigned characters"
+        )
     if name.startswith("."):
         raise InvalidInput("invalid_filename", "filename must not start with '.'")
     return name

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,10 +29,9 @@ from updown_app.core.digests import (
     DigestMismatchError,
     Digests,
     MultiHasher,
-    VerifiedBody,
     verified_stream,
 )
-from updown_app.core.errors import Conflict, Unavailable
+from updown_app.core.errors import Conflict, StoreUnavailable
 from updown_app.core.names import object_key
 from updown_app.metadata.models import File, FileState
 from updown_app.metadata.repository import DuplicateFileError, Repository, utcnow
@@ -53,20 +52,12 @@ class Content(Protocol):
 
 
 class StreamContent:
-    """A body streamed once, through the verifying stream, to the store (upload, mirror, pull-through).
-    ``tap`` sees each verified chunk before the store does (pull-through's copy to the client)."""
+    """A body streamed once, through the verifying stream, to the store (upload, mirror, pull-through)."""
 
-    def __init__(
-        self,
-        body: AsyncIterator[bytes],
-        declared: Declared,
-        chunk_size: int,
-        tap: Callable[[bytes], Awaitable[None]] | None = None,
-    ) -> None:
+    def __init__(self, body: AsyncIterator[bytes], declared: Declared, chunk_size: int) -> None:
         self.declared = declared
         self.hasher = MultiHasher()
-        checked = verified_stream(body, declared, self.hasher, chunk_size)
-        self.checked: AsyncIterator[bytes] = checked if tap is None else _Tapped(checked, tap)
+        self.checked = verified_stream(body, declared, self.hasher, chunk_size)
 
     async def drain(self) -> Digests:
         async for _ in self.checked:
@@ -76,25 +67,6 @@ class StreamContent:
     async def put(self, storage: Storage, key: str) -> Digests:
         await storage.put(key, self.checked, size=self.declared.size, md5=self.declared.md5)
         return self.hasher.digests()
-
-
-class _Tapped:
-    """The verified stream with each chunk also handed to ``tap``; still a verified stream to the store
-    (``verifies_md5``), so the backend does not compute the MD5 again."""
-
-    verifies_md5 = True
-
-    def __init__(self, checked: VerifiedBody, tap: Callable[[bytes], Awaitable[None]]) -> None:
-        self._checked = checked
-        self._tap = tap
-
-    def __aiter__(self) -> _Tapped:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await anext(self._checked)
-        await self._tap(chunk)
-        return chunk
 
 
 class KnownContent:
@@ -182,7 +154,7 @@ class Ingest:
         except StorageIntegrityError as exc:
             raise DigestMismatchError("md5", f"the object store refused the body: {exc}") from None
         except StorageUnavailableError:
-            raise Unavailable("storage_unavailable", "the object store is unavailable; retry later") from None
+            raise StoreUnavailable() from None
 
     async def undo(self, stored: Stored) -> None:
         """Remove the object this ingest created unless a file records it; see the module's docstring."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import httpx
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
@@ -42,8 +43,21 @@ class RefusedError(Exception):
         self.reason = reason
 
 
+class UpstreamFailure(Exception):
+    """The upstream did not deliver a target (an error status, a dropped connection): nothing was refused, a later
+    run may succeed. ``reason`` is ``upstream_error`` or ``unreachable``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def refusal_reason(exc: Exception) -> str:
-    """A short name for what python-tuf refused (for summaries and metrics)."""
+    """A short name for why the upstream's metadata was not accepted (for summaries and metrics)."""
+    if isinstance(exc, tuf_errors.DownloadHTTPError):
+        return "upstream_error"
+    if isinstance(exc, tuf_errors.DownloadLengthMismatchError | tuf_errors.LengthOrHashMismatchError):
+        return "bad_metadata"  # longer than allowed, or not the length/hashes its parent role signed
     if isinstance(exc, tuf_errors.ExpiredMetadataError):
         return "expired_metadata"
     if isinstance(exc, tuf_errors.BadVersionNumberError):
@@ -122,6 +136,13 @@ class UpstreamIndex:
         updater.refresh()
         self.updater = updater
 
+    def expired(self) -> bool:
+        """Whether any top-level metadata trusted so far has expired by now: a replayed (frozen) index is only
+        refused by python-tuf at the next refresh, and between refreshes the last one is reused."""
+        assert self.updater is not None, "refresh() first"
+        trusted = self.updater._trusted_set
+        return any(role.is_expired() for role in (trusted.root, trusted.timestamp, trusted.snapshot, trusted.targets))
+
     def targets(self) -> dict[str, TargetFile]:
         """Every target of the verified top-level targets metadata (ngclient looks targets up one at a time; the
         list comes from its trusted set, which holds only verified metadata)."""
@@ -146,17 +167,10 @@ class UpstreamIndex:
         if 0 < have < info.length:
             headers.update({"range": f"bytes={have}-", "if-range": f'"{sha256}"'})
         if have < info.length or have == 0:
-            with self.http.stream("GET", self.url(info.path), headers=headers) as response:
-                if response.status_code not in (200, 206):
-                    raise RefusedError("unreachable", f"upstream answered {response.status_code} for {info.path}")
-                mode = "ab" if response.status_code == 206 else "wb"
-                written = have if mode == "ab" else 0
-                with partial.open(mode) as out:
-                    for chunk in response.iter_bytes(CHUNK):
-                        written += len(chunk)
-                        if written > info.length:
-                            break  # longer than signed: refused below without reading the rest
-                        out.write(chunk)
+            try:
+                self._fetch(info, headers, have, partial)
+            except httpx.HTTPError as exc:
+                raise UpstreamFailure("unreachable", f"{info.path}: {type(exc).__name__}: {exc}") from None
         try:
             with partial.open("rb") as f:
                 info.verify_length_and_hashes(f)
@@ -164,6 +178,19 @@ class UpstreamIndex:
             partial.unlink(missing_ok=True)
             raise RefusedError("hash_mismatch", f"{info.path}: {exc}") from None
         return partial
+
+    def _fetch(self, info: TargetFile, headers: dict[str, str], have: int, partial: Path) -> None:
+        with self.http.stream("GET", self.url(info.path), headers=headers) as response:
+            if response.status_code not in (200, 206):
+                raise UpstreamFailure("upstream_error", f"upstream answered {response.status_code} for {info.path}")
+            mode = "ab" if response.status_code == 206 else "wb"
+            written = have if mode == "ab" else 0
+            with partial.open(mode) as out:
+                for chunk in response.iter_bytes(CHUNK):
+                    written += len(chunk)
+                    if written > info.length:
+                        break  # longer than signed: refused below without reading the rest
+                    out.write(chunk)
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:

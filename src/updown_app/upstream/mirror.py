@@ -8,8 +8,9 @@ bad signatures, expired metadata and rolled-back versions are refused and nothin
 target missing here is downloaded (resuming an interrupted download), checked against its signed length and
 hashes, stored and recorded through the upload's verifying code, and published under the same name in the same
 channels. A target whose bytes do not match is refused; the others are imported. Files already here are only
-brought to the upstream's channels; files this command imported that upstream no longer publishes are
-unpublished. Idempotent and incremental; the trusted metadata lives in ``<data_dir>/upstreams/<host>``.
+brought to the upstream's channels, unless not published here by a local decision (skipped); files this command
+imported that upstream no longer publishes are unpublished. Idempotent and incremental; the trusted metadata lives
+in ``<data_dir>/upstreams/<host>``.
 
 Prints a JSON summary. Exit status: 0 everything selected is in sync; 1 some targets were refused or failed
 (the rest is imported); 2 the upstream's metadata was refused or unreachable (nothing changed).
@@ -21,12 +22,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from updown_app.metadata.models import FileState, Visibility
+from updown_app.core.errors import StoreUnavailable
+from updown_app.metadata.models import File, FileState, Visibility
 from updown_app.services.catalog import Catalog
+from updown_app.storage.base import StorageError
 from updown_app.upstream.importer import (
     IMPORT_KEY_ID,
     Importer,
     RefusedError,
+    UpstreamFailure,
     UpstreamIndex,
     refusal_reason,
     split_target,
@@ -47,6 +51,7 @@ class Summary:
     updated: list[str] = field(default_factory=list)
     unpublished: list[str] = field(default_factory=list)
     unchanged: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     error: dict[str, str] | None = None
@@ -66,6 +71,7 @@ class Summary:
             "updated": self.updated,
             "unpublished": self.unpublished,
             "unchanged": self.unchanged,
+            "skipped": self.skipped,
             "refused": self.refused,
             "failed": self.failed,
             "error": self.error,
@@ -94,7 +100,7 @@ async def mirror(
         upstream.refresh()
     except Exception as exc:
         summary.error = {"reason": refusal_reason(exc), "message": f"{type(exc).__name__}: {exc}"}
-        log.error("upstream metadata refused", extra={"reason": summary.error["reason"]})
+        log.error("upstream metadata refused: %s", summary.error["reason"], extra={"reason": summary.error["reason"]})
         return summary
     every = upstream.targets()
     targets = {p: t for p, t in every.items() if selected(t.custom, packages, channels)}
@@ -107,6 +113,12 @@ async def mirror(
             if local is not None:
                 if local.sha256 != info.hashes.get("sha256") or local.visibility != Visibility.public.value:
                     raise RefusedError("conflict", f"{path}: a different file has this name here")
+                if local.state != FileState.published.value and not await _unpublished_by_mirror(catalog, local):
+                    # Uploaded here and not published, or unpublished by the local operator: a local decision.
+                    summary.skipped.append(
+                        {"path": path, "reason": "unpublished_here", "message": f"{path}: not published here"}
+                    )
+                    continue
                 wanted = target_channels(info)
                 if local.state == FileState.published.value and await catalog.channels_of(local.id) == wanted:
                     summary.unchanged += 1
@@ -125,12 +137,22 @@ async def mirror(
             summary.imported.append(path)
         except RefusedError as exc:
             summary.refused.append({"path": path, "reason": exc.reason, "message": str(exc)})
-            log.error("target refused", extra={"path": path, "reason": exc.reason})
-        except Exception as exc:  # network, storage, database: this target failed, the others go on
+            log.error("target refused: %s: %s", path, exc.reason, extra={"path": path, "reason": exc.reason})
+        except (UpstreamFailure, StorageError, StoreUnavailable) as exc:  # expected: one line, the summary the rest
+            reason = exc.reason if isinstance(exc, UpstreamFailure) else "storage"
+            summary.failed.append({"path": path, "reason": reason, "message": str(exc)[:300]})
+            log.error("target failed: %s: %s", path, reason, extra={"path": path, "reason": reason})
+        except Exception as exc:  # database, a bug: this target failed, the others go on
             summary.failed.append({"path": path, "reason": type(exc).__name__, "message": str(exc)[:300]})
             log.exception("target failed", extra={"path": path})
     await _unpublish_gone(catalog, set(every), packages, channels, summary)
     return summary
+
+
+async def _unpublished_by_mirror(catalog: Catalog, file: File) -> bool:
+    """Whether the file's last state change was this command's own unpublish (upstream had dropped it)."""
+    events = [e for e in await catalog.events(file.id) if e.action in ("publish", "unpublish")]
+    return bool(events) and events[-1].action == "unpublish" and events[-1].key_id == IMPORT_KEY_ID
 
 
 async def _unpublish_gone(

@@ -1,13 +1,16 @@
 """Pull-through downloads: a public download this instance does not have is fetched from the configured upstream,
-verified against the upstream's signed (TUF) index, streamed to the client and stored, so the next request is
-served from here, and keeps being served when the upstream is down.
+verified against the upstream's signed (TUF) index, stored, and then answered as an ordinary local download, so
+every later request is served from here, and keeps being served when the upstream is down.
 
-The bytes go through the one ingest path (verifying stream, store, record) while they are copied to the client. The
-verifying stream holds the last chunk back until size, MD5 and the signed SHA-256 matched, so a client never
-receives a complete body that failed a check (the connection is cut instead) and no record is made of it. The
-MD5 comes from the upstream's ``Digest`` header: not signed, it only feeds the object store's own receipt check;
-the signed SHA-256 and SHA-512 decide. The first answer is ``no-store`` (the caches take the file from the next,
-ordinary answer); Range is ignored on it. Concurrent requests for one missing file wait for the first to finish.
+The bytes go through the one ingest path (``services/ingest.py``: size, MD5 and the signed SHA-256 while they
+stream, then the signed SHA-512) before anything is answered: a client never receives a byte that was not
+verified, so no validator (ETag, Last-Modified) it could resume on with If-Range ever covers unverified bytes. The
+cost is latency: the first byte of a first-time pull arrives once the whole file is stored (measured in
+docs/index-and-mirroring.md). The MD5 comes from the upstream's ``Digest`` header: not signed, it only feeds the
+object store's own receipt check. Concurrent requests for one missing file wait for the first to finish.
+
+No HTTP here: ``pull`` returns once the file is stored (the download handler then serves it as any other) or
+raises a domain error (``NotFound``, ``Unavailable``, ``UpstreamFailed``).
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from typing import Any
 
 import httpx
@@ -28,7 +30,7 @@ from updown_app.core.errors import DomainError, NotFound, Unavailable, UpstreamF
 from updown_app.index.fetcher import CHUNK
 from updown_app.metrics import PULL_THROUGH
 from updown_app.services.catalog import Catalog
-from updown_app.services.ingest import KnownContent, StreamContent
+from updown_app.services.ingest import Content, KnownContent, StreamContent
 from updown_app.settings import Settings
 from updown_app.storage.base import StorageError
 from updown_app.upstream.importer import (
@@ -42,7 +44,7 @@ from updown_app.upstream.importer import (
 
 log = logging.getLogger("updown.pull_through")
 PULL_KEY_ID = "pull-through"
-_QUEUE_CHUNKS = 8  # chunks buffered between the upstream and a slow client
+_TRANSIENT = ("unreachable", "upstream_error")  # a refresh that failed without refusing anything
 
 
 def _md5_from_digest(header: str) -> str | None:
@@ -54,17 +56,6 @@ def _md5_from_digest(header: str) -> str | None:
             except ValueError:
                 return None
     return None
-
-
-@dataclass(frozen=True)
-class Streaming:
-    """The first answer for a file being fetched: its signed size and SHA-256 and the bytes as they arrive (the
-    HTTP layer answers it ``no-store``; the stream raises, cutting the connection, if verification fails)."""
-
-    filename: str
-    size: int
-    sha256: str
-    body: AsyncIterator[bytes]
 
 
 class PullThrough:
@@ -83,6 +74,7 @@ class PullThrough:
         )
         self._refreshed = float("-inf")  # monotonic() may be small right after boot
         self._refresh_lock = asyncio.Lock()
+        self._refused: str | None = None  # why the last refresh refused the upstream's metadata
         self._inflight: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -94,6 +86,7 @@ class PullThrough:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # raised to the request, if still there
         return task
 
     async def aclose(self) -> None:
@@ -104,7 +97,10 @@ class PullThrough:
 
     async def _targetinfo(self, path: str) -> TargetFile | None:
         """The upstream's verified record of ``path``; the metadata is refreshed at most every refresh_interval.
-        When a refresh fails, what was verified before is used; with nothing verified, ``Unavailable``."""
+
+        When the upstream is unreachable, what was verified before is used while it has not expired. When its
+        metadata was refused (expired/frozen, rolled back, badly signed) or what is trusted has expired, nothing
+        new is served, as ``updown mirror`` imports nothing then: ``Unavailable`` (also with nothing verified)."""
         async with self._refresh_lock:
             if time.monotonic() - self._refreshed >= self.settings.upstream.refresh_interval:
                 # A failed attempt waits its turn too: a down upstream is not retried by every missing download
@@ -112,17 +108,23 @@ class PullThrough:
                 self._refreshed = time.monotonic()
                 try:
                     await asyncio.to_thread(self.index.refresh)
+                    self._refused = None
                 except Exception as exc:
-                    log.warning("upstream index refresh failed", extra={"reason": refusal_reason(exc)})
+                    reason = refusal_reason(exc)
+                    log.warning("upstream index refresh failed", extra={"reason": reason})
+                    self._refused = None if reason in _TRANSIENT else reason
         if self.index.updater is None:
             raise Unavailable("upstream_unavailable", "the upstream is unavailable")
+        stale = self._refused or ("expired_metadata" if self.index.expired() else None)
+        if stale is not None:
+            PULL_THROUGH.labels("stale").inc()
+            raise Unavailable("upstream_stale", f"the upstream's signed index is not fresh ({stale})")
         return await asyncio.to_thread(self.index.targetinfo, path)
 
-    async def pull(self, package: str, revision: str, filename: str, whole: bool) -> Streaming | None:
-        """Fetch a file missing here. None: it is stored here now (the caller serves it as any other file);
-        ``whole`` (HEAD) imports it completely first. Else the first answer streams while it is stored.
-        ``NotFound`` when the upstream does not have it either, or when this instance has the name but does not
-        serve it (unpublished or private here: the upstream's copy must not override that)."""
+    async def pull(self, package: str, revision: str, filename: str) -> None:
+        """Fetch, verify, store and record a file missing here; on return it is stored here (the caller serves it
+        as any other file). ``NotFound`` when the upstream does not have it either, or when this instance has the
+        name but does not serve it (unpublished or private here: the upstream's copy must not override that)."""
         path = f"{package}/{revision}/{filename}"
         if await self.catalog.name_taken(package, revision, filename):
             raise NotFound("not_found", "no such file")
@@ -134,19 +136,19 @@ class PullThrough:
         except RefusedError:
             raise NotFound("not_found", "no such file") from None
         known = await self.importer.ingest.stored_object(info.hashes["sha256"])
-        # Checked after the last await: _import_whole and _stream claim the path before they first suspend, so
-        # requests that arrived during the index refresh wait for one fetch instead of each starting their own.
+        # Checked after the last await, and the path claimed below before the next one, so requests that arrived
+        # during the index refresh wait for one fetch instead of each starting their own.
         waiting = self._inflight.get(path)
         if waiting is not None:
             await waiting.wait()
-            return None
-        if whole or known is not None:
-            await self._import_whole(info, known)
-            return None
-        return await self._stream(info)
+            return
+        # Shielded, so a client that leaves does not abort an import half-way (the next request finds it stored).
+        self._inflight[path] = asyncio.Event()
+        await asyncio.shield(self._spawn(self._import_whole(info, known)))
 
     async def _import_whole(self, info: TargetFile, known: str | None) -> None:
-        event = self._inflight.setdefault(info.path, asyncio.Event())
+        """Fetch, verify, store and record the target (a domain error, one log line, when it cannot be)."""
+        event = self._inflight[info.path]
         try:
             like = await self.catalog.with_object(known) if known is not None else None
             if like is not None:  # the content is here under another name: record it without fetching
@@ -156,8 +158,25 @@ class PullThrough:
                 async with self.http.stream("GET", self.index.url(info.path), headers=self._headers()) as r:
                     if r.status_code != 200:
                         raise UpstreamFailed("upstream_error", f"the upstream answered {r.status_code}")
-                    md5 = self._md5(r)
-                    await self._record(info, self._content(info, md5, r.aiter_bytes(CHUNK), None), md5)
+                    md5 = _md5_from_digest(r.headers.get("digest", ""))
+                    if md5 is None:
+                        raise UpstreamFailed("upstream_error", "the upstream sent no MD5 digest")
+                    declared = Declared(size=info.length, md5=md5, sha256=info.hashes["sha256"])
+                    content = StreamContent(r.aiter_bytes(CHUNK), declared, self.settings.chunk_size)
+                    await self._record(info, content, md5)
+                PULL_THROUGH.labels("stored").inc()
+        except DigestMismatchError as exc:
+            PULL_THROUGH.labels("refused").inc()
+            log.warning("pull-through refused", extra={"path": info.path, "mismatch": exc.field})
+            raise UpstreamFailed("upstream_mismatch", "the upstream's file does not match its signed index") from None
+        except (httpx.HTTPError, StorageError, DomainError) as exc:
+            PULL_THROUGH.labels("failed").inc()
+            log.warning("pull-through failed", extra={"path": info.path, "error": type(exc).__name__})
+            if isinstance(exc, DomainError):
+                raise
+            if isinstance(exc, StorageError):
+                raise Unavailable("storage_unavailable", "the object store is unavailable") from None
+            raise Unavailable("upstream_unavailable", "the upstream is unavailable") from None
         finally:
             event.set()
             self._inflight.pop(info.path, None)
@@ -165,79 +184,7 @@ class PullThrough:
     def _headers(self) -> dict[str, str]:
         return {"x-forwarded-proto": "https"} if self.index.base_url.startswith("http://") else {}
 
-    @staticmethod
-    def _md5(response: httpx.Response) -> str:
-        md5 = _md5_from_digest(response.headers.get("digest", ""))
-        if md5 is None:
-            raise UpstreamFailed("upstream_error", "the upstream sent no MD5 digest")
-        return md5
-
-    def _content(
-        self, info: TargetFile, md5: str, source: AsyncIterator[bytes], tap: Callable[[bytes], Awaitable[None]] | None
-    ) -> StreamContent:
-        declared = Declared(size=info.length, md5=md5, sha256=info.hashes["sha256"])
-        return StreamContent(source, declared, self.settings.chunk_size, tap=tap)
-
-    async def _record(self, info: TargetFile, content: StreamContent | KnownContent, md5: str) -> None:
+    async def _record(self, info: TargetFile, content: Content, md5: str) -> None:
         if await self.importer.record(info, content, md5, PULL_KEY_ID) is None:
             return  # another request or process recorded it first
         log.info("pulled from upstream", extra={"path": info.path, "size": info.length})
-
-    async def _stream(self, info: TargetFile) -> Streaming:
-        event = self._inflight.setdefault(info.path, asyncio.Event())
-        request = self.http.build_request("GET", self.index.url(info.path), headers=self._headers())
-
-        def done() -> None:
-            event.set()
-            self._inflight.pop(info.path, None)
-
-        try:
-            upstream = await self.http.send(request, stream=True)
-        except httpx.HTTPError:
-            done()
-            raise Unavailable("upstream_unavailable", "the upstream is unavailable") from None
-        if upstream.status_code != 200:
-            await upstream.aclose()
-            done()
-            raise UpstreamFailed("upstream_error", f"the upstream answered {upstream.status_code}")
-        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(_QUEUE_CHUNKS)
-
-        async def fetch_and_store() -> None:
-            try:
-                md5 = self._md5(upstream)
-                await self._record(info, self._content(info, md5, upstream.aiter_bytes(CHUNK), queue.put), md5)
-                PULL_THROUGH.labels("stored").inc()
-                await queue.put(None)
-            except (DomainError, StorageError, httpx.HTTPError) as exc:
-                PULL_THROUGH.labels("refused" if isinstance(exc, DigestMismatchError) else "failed").inc()
-                log.error("pull-through refused or failed", extra={"path": info.path, "error": type(exc).__name__})
-                await queue.put(exc)
-            finally:
-                await upstream.aclose()
-                done()
-
-        task = self._spawn(fetch_and_store())
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                while True:
-                    item = await queue.get()
-                    if item is None:
-                        return
-                    if isinstance(item, BaseException):
-                        raise item  # cuts the connection: the client never sees a complete bad body
-                    yield item
-            finally:
-                if not task.done():
-                    # The client left: keep storing (the next request finds it) without feeding the queue.
-                    self._spawn(_drain(queue, task))
-
-        return Streaming(info.path.rsplit("/", 1)[1], info.length, info.hashes["sha256"], body())
-
-
-async def _drain(queue: asyncio.Queue[bytes | BaseException | None], task: asyncio.Task[None]) -> None:
-    while not task.done() or not queue.empty():
-        try:
-            await asyncio.wait_for(queue.get(), timeout=1.0)
-        except TimeoutError:
-            continue

@@ -12,14 +12,14 @@ from collections.abc import AsyncGenerator
 from typing import cast
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from updown_app.core.errors import DomainError, NotFound
 from updown_app.http.errors import ApiError, error_response
 from updown_app.http.middleware.host import hostname
 from updown_app.http.state import ctx
 from updown_app.http.wire import ranges
-from updown_app.http.wire.headers import PRIVATE_CACHE, fetching_headers, file_headers
+from updown_app.http.wire.headers import PRIVATE_CACHE, file_headers
 from updown_app.http.wire.streaming import ObjectResponse
 from updown_app.metadata.models import File
 from updown_app.runtime import Runtime
@@ -74,14 +74,12 @@ async def download(request: Request) -> Response | ObjectResponse:
 
 
 async def _pull(context: Runtime, request: Request) -> Response | ObjectResponse:
-    """A public file missing here, from the upstream (``upstream/pull_through.py``)."""
+    """A public file missing here, fetched, verified and stored from the upstream (``upstream/pull_through.py``),
+    then answered as any stored file (404 if it could not be imported)."""
     assert context.pull_through is not None
     try:
-        fetching = await context.pull_through.pull(**request.path_params, whole=request.method == "HEAD")
-        if fetching is not None:
-            headers = fetching_headers(fetching.filename, fetching.size, fetching.sha256)
-            return StreamingResponse(fetching.body, headers=headers)
-        file, private = await find_file(context, request)  # stored here now (404 if it could not be imported)
+        await context.pull_through.pull(**request.path_params)
+        file, private = await find_file(context, request)
     except DomainError as exc:
         return ApiError.of(exc).response()
     return await respond(context, request, file, private)

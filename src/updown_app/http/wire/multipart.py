@@ -73,7 +73,8 @@ class MultipartReader:
         self._header_value += data[start:end]
 
     def _on_header_end(self) -> None:
-        self._headers[self._header_field.decode("latin-1").lower()] = self._header_value.decode("utf-8", "replace")
+        # Latin-1 keeps the raw bytes (parse_options_header encodes back to latin-1); names are decoded below.
+        self._headers[self._header_field.decode("latin-1").lower()] = self._header_value.decode("latin-1")
         self._header_field.clear()
         self._header_value.clear()
 
@@ -82,15 +83,11 @@ class MultipartReader:
         if disposition != b"form-data" or b"name" not in params:
             raise _bad("invalid_multipart", "every part needs Content-Disposition: form-data with a name")
         filename = params.get(b"filename")
-        self._events.append(
-            (
-                "part",
-                _Part(
-                    params[b"name"].decode("utf-8", "replace"),
-                    None if filename is None else filename.decode(),
-                ),
-            )
-        )
+        try:
+            part = _Part(params[b"name"].decode(), None if filename is None else filename.decode())
+        except UnicodeDecodeError:
+            raise _bad("invalid_multipart", "a part's name or filename is not UTF-8") from None
+        self._events.append(("part", part))
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         self._events.append(("data", data[start:end]))
