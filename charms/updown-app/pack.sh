@@ -14,5 +14,7 @@ if [ -n "${UPDOWN_RELEASE:-}" ]; then  # pack another release of the same code (
 fi
 cp "$root/charms/cache/src/interface.py" "$here/src/interface.py"  # one schema: the cache charm's (not in git)
 cd "$here"
-charmcraft fetch-libs
-charmcraft pack "$@"
+charmcraft=(${CHARMCRAFT:-charmcraft})  # scripts/pack-charms.sh passes its own (see there)
+[ -e lib/charms/grafana_agent/v0/cos_agent.py ] ||
+    echo "pack.sh: no cos_agent library in lib/ (see charmcraft.yaml): the cos-agent endpoint stays inert" >&2
+"${charmcraft[@]}" pack "$@"

@@ -42,6 +42,11 @@ READ_CACHE_FALLBACKS = Counter(
     "Object reads that went to the store directly because the chosen backend cache unit failed",
     ["unit", "reason"],
 )
+READ_CACHE_BREAKER_OPENS = Counter(
+    "updown_read_cache_breaker_opens_total",
+    "Times a backend cache unit was taken out of the read path for a while after failing (circuit breaker)",
+    ["unit"],
+)
 CACHE_PURGES = Counter("updown_cache_purges_total", "Paths purged from a frontend cache unit", ["endpoint"])
 CACHE_PURGE_FAILURES = Counter(
     "updown_cache_purge_failures_total", "Failed purge attempts of a frontend cache unit", ["endpoint"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -34,3 +35,11 @@ def cache_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str
 @pytest.fixture
 def cache_ctx() -> testing.Context[cache_charm.CacheCharm]:
     return testing.Context(cache_charm.CacheCharm)
+
+
+@pytest.fixture(scope="session")
+def packed_charms() -> Path:
+    """The directory scripts/pack-charms.sh packed both charms into (scripts/test.sh packs them on every run)."""
+    from tests.conftest import need_service
+
+    return Path(need_service("the packed charms (UPDOWN_TEST_CHARMS_DIR)", os.environ.get("UPDOWN_TEST_CHARMS_DIR")))

@@ -64,18 +64,52 @@ def test_the_tiers_and_channels() -> None:
     assert apps["updown-app"]["options"]["public-hostname"] == apps["cache-frontend"]["options"]["public-hostname"]
 
 
-def test_integration_bundle_without_s3_drops_the_backend_tier(tmp_path: Path, monkeypatch) -> None:
-    import tests.integration.test_bundle as it
+def with_overlay(bundle: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """Juju's overlay rules for what we use: an application given as empty is removed with its relations, one
+    given with keys has them merged over the bundle's (options merged key by key)."""
+    apps = {name: dict(body) for name, body in bundle["applications"].items()}
+    for name, body in overlay.get("applications", {}).items():
+        if body is None:
+            apps.pop(name, None)
+            continue
+        merged = {**apps.get(name, {}), **body}
+        merged["options"] = {**apps.get(name, {}).get("options", {}), **body.get("options", {})}
+        apps[name] = merged
+    relations = [r for r in bundle["relations"] if all(e.split(":")[0] in apps for e in r)]
+    return {**bundle, "applications": apps, "relations": relations}
 
-    for charm in LOCAL:
-        path = REPO / charm
-        if not path.exists():
-            monkeypatch.setenv(
-                "UPDOWN_APP_CHARM" if "updown-app" in charm else "UPDOWN_CACHE_CHARM", str(tmp_path / "x.charm")
-            )
-    (tmp_path / "x.charm").write_text("")
-    monkeypatch.setattr(it, "WITH_S3", False)
-    derived = yaml.safe_load(it.bundle(tmp_path).read_text())
+
+def test_the_test_overlay_makes_a_bundle_that_can_go_active() -> None:
+    """bundle-test-overlay.yaml (next to bundle.yaml; tests/integration deploys with it): one app unit on local
+    storage, no backend cache tier (it would need a store that presigns)."""
+    overlay = yaml.safe_load((REPO / "bundle-test-overlay.yaml").read_text())
+    derived = with_overlay(BUNDLE, overlay)
     assert "cache-backend" not in derived["applications"]
     assert all("cache-backend" not in e for r in derived["relations"] for e in r)
-    assert derived["applications"]["updown-app"]["num_units"] == 1
+    app = derived["applications"]["updown-app"]
+    assert app["num_units"] == 1 and app["options"]["storage-backend"] == "local"
+    assert app["options"]["public-hostname"] == BUNDLE["applications"]["updown-app"]["options"]["public-hostname"]
+
+
+def test_the_bundle_alone_says_it_needs_storage() -> None:
+    """Without an overlay the bundle asks for two app units on the default local storage: the charm blocks that
+    (test_app_charm) and the bundle's header says so, and what to give instead."""
+    app = BUNDLE["applications"]["updown-app"]
+    assert app["num_units"] > 1 and "storage-backend" not in app["options"]
+    header = " ".join((REPO / "bundle.yaml").read_text().split("description:")[0].replace("#", " ").split())
+    assert "storage-backend=local stores files on one unit but there are 2" in header
+    assert "upstream-url is required for role=backend" in header
+
+
+def test_integration_tests_deploy_with_the_test_overlay(tmp_path: Path, monkeypatch) -> None:
+    import tests.integration.test_bundle as it
+
+    (tmp_path / "x.charm").write_text("")
+    monkeypatch.setenv("UPDOWN_APP_CHARM", str(tmp_path / "x.charm"))
+    monkeypatch.setenv("UPDOWN_CACHE_CHARM", str(tmp_path / "x.charm"))
+    monkeypatch.setattr(it, "WITH_S3", False)
+    _, overlays = it.bundle(tmp_path)
+    assert overlays == [REPO / "bundle-test-overlay.yaml"]
+    monkeypatch.setattr(it, "WITH_S3", True)
+    path, overlays = it.bundle(tmp_path)
+    assert overlays == [] and yaml.safe_load(path.read_text())["applications"]["updown-app"]["num_units"] == 2

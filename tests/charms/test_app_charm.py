@@ -439,7 +439,7 @@ def test_a_unit_that_cannot_run_still_acknowledges_a_peers_drain(ctx, host):
 
 def test_a_new_port_is_published_when_the_unit_runs_it(ctx, host):
     peer = testing.PeerRelation("rollout", peers_data={1: {"running": RELEASE, "phase": "idle"}})
-    state = ready(frontends(0))
+    state = ready(frontends(0), **{"storage-backend": "s3"})
     state = dataclasses.replace(state, relations=[peer, *(r for r in state.relations if r.endpoint != "rollout")])
     out = ctx.run(ctx.on.config_changed(), state)
     assert out.get_relations("frontend-cache")[0].local_unit_data["port"] == "8000"
@@ -474,3 +474,22 @@ def test_trusted_networks(ctx, host):
     assert Settings.load(host.layout.config).trusted_proxies == ["10.0.0.1", "10.9.0.0/16", "127.0.0.1"]  # outside
     out = ctx.run(ctx.on.config_changed(), dataclasses.replace(out, config={**out.config, "trusted-networks": "x/99"}))
     assert out.unit_status.message.startswith("invalid config: trusted-networks:")
+
+
+def test_local_storage_with_more_than_one_unit_blocks(ctx, host):
+    """Two units on storage-backend=local would each keep their own files: an upload answered by one unit is a 404
+    on the other. Blocked, saying what to set; nothing is installed or started."""
+    peer = testing.PeerRelation("rollout", peers_data={1: {}})
+    state = ready(frontends(0))
+    state = dataclasses.replace(state, relations=[peer, *(r for r in state.relations if r.endpoint != "rollout")])
+    out = ctx.run(ctx.on.config_changed(), state)
+    assert out.unit_status == testing.BlockedStatus(
+        "storage-backend=local stores files on one unit but there are 2: set storage-backend to swift or s3 "
+        "(with storage-credentials), or scale to one unit"
+    )
+    assert host.named("restart") == []
+    out = ctx.run(ctx.on.config_changed(), dataclasses.replace(state, config={**state.config, "storage-backend": "s3"}))
+    assert out.unit_status == testing.ActiveStatus(f"running {RELEASE}")
+    # one unit on local storage is fine (the single-node deployment)
+    out = ctx.run(ctx.on.config_changed(), ready(frontends(0)))
+    assert out.unit_status == testing.ActiveStatus(f"running {RELEASE}")

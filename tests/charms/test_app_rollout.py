@@ -224,6 +224,7 @@ class Cluster:
                 "public-hostname": "updown.test",
                 "private-hostname": "private.updown.test",
                 "hmac-keys": self.hmac.id,
+                "storage-backend": "s3",  # shared storage: local storage refuses a second unit
                 **self.config,
             },
             relations=[peer, db, cache],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 import subprocess
 
 import pytest
@@ -99,11 +101,51 @@ def test_config_change_reloads_varnish_keeping_its_cache(cache_ctx, cache_host, 
     cache_host.clear()
     cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair, grace=60))
     assert "set beresp.grace = 60s;" in layout().vcl.read_text()
-    assert ["varnishreload", str(layout().vcl)] in cache_host
+    assert ["systemctl", "reload", "varnish"] in cache_host
     assert ["systemctl", "restart", "varnish"] not in cache_host
     cache_host.clear()
     cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair, grace=60, **{"cache-size": "8G"}))
     assert ["systemctl", "restart", "varnish"] in cache_host
+
+
+# The PATH a hook's commands are found on (Juju's hook environment has the system directories, nothing else).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_every_command_the_charm_runs_is_on_the_system_path(cache_ctx, cache_host, tls_pair):
+    """Install, first config, a VCL-only change (a unit joins or drains), a storage change, and the backend role:
+    each command is one a unit has on PATH (Debian's varnishreload is not: it crashed the hook)."""
+    cache_ctx.run(cache_ctx.on.install(), testing.State(config=CONFIG))
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair))
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair, grace=60))
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state(tls_pair, grace=60, **{"cache-size": "8G"}))
+    backend = {"role": "backend", "upstream-url": "https://swift.example.test"}
+    cache_ctx.run(cache_ctx.on.install(), testing.State(config=backend))
+    cache_ctx.run(
+        cache_ctx.on.config_changed(),
+        testing.State(config=backend, relations=[app_relation(0)], stored_states=[installed("backend")]),
+    )
+    programs = {cmd[0] for cmd in cache_host}
+    assert {"apt-get", "systemctl", "haproxy", "varnishd", "nginx"} <= programs
+    assert {p for p in programs if shutil.which(p, path=SYSTEM_PATH) is None} == set()
+
+
+def test_varnish_reloads_through_its_unit(tls_pair, tmp_path):
+    """A VCL change is `systemctl reload varnish`: the drop-in's ExecReload loads our VCL with the distribution's
+    varnishreload, which exists and is executable where varnish is installed."""
+    need("varnishd")
+    layout = workload.Layout.under(tmp_path)
+    state = workload_state(tls_pair)
+    dropin = workload.render_varnish_dropin(state, layout).splitlines()
+    reloads = [line.split("=", 1)[1] for line in dropin if line.startswith("ExecReload=")]
+    assert reloads == ["", f"{workload.VARNISHRELOAD} {layout.vcl}"]  # replaces the unit's own ExecReload
+    assert os.access(workload.VARNISHRELOAD, os.X_OK)
+
+
+def workload_state(tls_pair: tuple[str, str]) -> workload.CacheState:
+    from tests.charms.test_cache_rendered_configs import make_state
+
+    return make_state(tls_pair, "one-unit")
 
 
 def test_a_config_haproxy_rejects_is_not_left_on_disk(cache_ctx, cache_host, tls_pair, monkeypatch):
@@ -127,7 +169,7 @@ def test_a_config_haproxy_rejects_is_not_left_on_disk(cache_ctx, cache_host, tls
         with pytest.raises(testing.errors.UncaughtCharmError):
             cache_ctx.run(cache_ctx.on.config_changed(), ready_state(mismatched, grace=60))
         assert {p: p.read_text() for p in before} == before
-    assert not any(cmd[0] in ("systemctl", "varnishreload") for cmd in cache_host)
+    assert not any(cmd[0] == "systemctl" for cmd in cache_host)
 
 
 def test_unit_publishes_its_varnish_to_peers_and_app(cache_ctx, cache_host, tls_pair):

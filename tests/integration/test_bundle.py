@@ -7,8 +7,9 @@ Environment:
   UPDOWN_NEXT_APP_CHARM                  updown-app packed with another release (UPDOWN_RELEASE=<version>
                                          charms/updown-app/pack.sh), for the refresh test (skipped without)
   UPDOWN_IT_S3_ENDPOINT, UPDOWN_IT_S3_BUCKET, UPDOWN_IT_S3_REGION, UPDOWN_IT_S3_ACCESS_KEY_ID,
-  UPDOWN_IT_S3_SECRET_ACCESS_KEY         an S3 store: two app units and the backend caches. Without it: one app
-                                         unit on local storage and no backend cache tier.
+  UPDOWN_IT_S3_SECRET_ACCESS_KEY         an S3 store: two app units and the backend caches. Without it: the
+                                         bundle's test overlay (bundle-test-overlay.yaml: one app unit on local
+                                         storage and no backend cache tier).
 """
 
 from __future__ import annotations
@@ -39,33 +40,34 @@ APPS = ["postgresql", "updown-app", "cache-frontend", "self-signed-certificates"
 STATE: dict[str, Any] = {}
 
 
-def bundle(tmp: Path) -> Path:
-    """bundle.yaml with the packed charms' paths and the storage: S3 from the environment, else local storage
-    on one app unit without the backend cache tier (it needs a store that presigns URLs)."""
+TEST_OVERLAY = REPO / "bundle-test-overlay.yaml"
+
+
+def bundle(tmp: Path) -> tuple[Path, list[Path]]:
+    """bundle.yaml with the packed charms' paths, and the overlays to deploy it with: the storage is S3 from the
+    environment, else the bundle's test overlay (local storage on one app unit, no backend cache tier)."""
     spec = yaml.safe_load((REPO / "bundle.yaml").read_text())
     apps = spec["applications"]
     app_charm = charm_path("UPDOWN_APP_CHARM", REPO / apps["updown-app"]["charm"])
     cache_charm = charm_path("UPDOWN_CACHE_CHARM", REPO / apps["cache-frontend"]["charm"])
     apps["updown-app"]["charm"] = str(app_charm)
     apps["cache-frontend"]["charm"] = apps["cache-backend"]["charm"] = str(cache_charm)
-    if WITH_S3:
-        apps["updown-app"]["options"].update(
-            {
-                "storage-backend": "s3",
-                "s3-endpoint-url": S3["ENDPOINT"],
-                "s3-bucket": S3["BUCKET"] or "updown-it",
-                "s3-region": S3["REGION"],
-            }
-        )
-        apps["cache-backend"]["options"]["upstream-url"] = S3["ENDPOINT"]
-    else:
-        apps["updown-app"].update(num_units=1)
-        apps["updown-app"]["options"]["storage-backend"] = "local"
-        del apps["cache-backend"]
-        spec["relations"] = [r for r in spec["relations"] if not any(e.startswith("cache-backend:") for e in r)]
+    if not WITH_S3:
+        path = tmp / "bundle.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return path, [TEST_OVERLAY]
+    apps["updown-app"]["options"].update(
+        {
+            "storage-backend": "s3",
+            "s3-endpoint-url": S3["ENDPOINT"],
+            "s3-bucket": S3["BUCKET"] or "updown-it",
+            "s3-region": S3["REGION"],
+        }
+    )
+    apps["cache-backend"]["options"]["upstream-url"] = S3["ENDPOINT"]
     path = tmp / "bundle.yaml"
     path.write_text(yaml.safe_dump(spec))
-    return path
+    return path, []
 
 
 def frontend_addresses(juju: Any) -> list[str]:
@@ -80,7 +82,8 @@ def https(address: str) -> httpx.Client:
 
 def test_deploy_the_bundle(juju: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        juju.deploy(bundle(Path(tmp)))
+        path, overlays = bundle(Path(tmp))
+        juju.deploy(path, overlays=overlays)
     hmac = juju.add_secret("updown-hmac", {KEY_ID: KEY})
     juju.grant_secret(hmac, "updown-app")
     config = {"hmac-keys": str(hmac)}

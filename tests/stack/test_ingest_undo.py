@@ -26,9 +26,10 @@ from updown_app.metadata.repository import Repository
 from updown_app.services.ingest import Ingest, StreamContent
 from updown_app.services.upload_fields import UploadFields
 from updown_app.storage.local import LocalStorage
+from updown_app.unavailable import DependencyUnavailable
 
 pytestmark = pytest.mark.postgres
-DATABASE_GONE = (DBAPIError, OSError)
+DATABASE_GONE = (DependencyUnavailable, DBAPIError, OSError)
 
 
 class Forwarder:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.support.server import ServerProcess
-from updown_app.http.middleware.dot_segments import normalized
+from updown_app.http.middleware.dot_segments import decode_unreserved, normalized
 
 
 @pytest.mark.parametrize(
@@ -26,6 +26,20 @@ from updown_app.http.middleware.dot_segments import normalized
 )
 def test_normalized(raw: bytes, clean: bytes | None) -> None:
     assert normalized(raw) == clean
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        (b"/pkg/1/p%6Fison.bin", b"/pkg/1/poison.bin"),
+        (b"/%70kg/%31/poison%2ebin", b"/pkg/1/poison.bin"),
+        (b"/a/%2D%5f%7e%2E", b"/a/-_~."),
+        (b"/a/%c3%a9%20%25", b"/a/%C3%A9%20%25"),
+        (b"/a/%2541", b"/a/%2541"),
+    ],
+)
+def test_decode_unreserved(raw: bytes, clean: bytes) -> None:
+    assert decode_unreserved(raw) == clean
 
 
 def curl(server: ServerProcess, path: str) -> tuple[str, bytes]:
@@ -46,4 +60,18 @@ def test_apt_style_paths_download_the_file(server: ServerProcess, tmp_path) -> N
     assert curl(server, "/repo/1/./Packages") == ("HTTP/1.1 200 OK", b"Package: hello\n")
     assert curl(server, "/repo//1/Packages") == ("HTTP/1.1 200 OK", b"Package: hello\n")
     status, body = curl(server, "/repo/1/../1/Packages")
+    assert status == "HTTP/1.1 400 Bad Request" and b"invalid_path" in body
+
+
+def test_encoded_unreserved_is_the_file_and_an_encoded_slash_is_refused(server: ServerProcess, tmp_path) -> None:
+    f = tmp_path / "poison.bin"
+    f.write_bytes(b"x" * 10)
+    with server.client() as c:
+        c.publish(c.upload(f, package="enc", revision="1", visibility="public")["id"])
+    assert curl(server, "/enc/1/p%6Fison.bin") == ("HTTP/1.1 200 OK", b"x" * 10)
+    assert curl(server, "/enc/1/%2E/p%6fison%2Ebin") == ("HTTP/1.1 200 OK", b"x" * 10)
+    for path in ("/enc%2F1%2Fpoison.bin", "/enc/1%2fpoison.bin"):
+        status, body = curl(server, path)
+        assert status == "HTTP/1.1 400 Bad Request" and b"invalid_path" in body, path
+    status, body = curl(server, "/enc/%2E%2E/enc/1/poison.bin")
     assert status == "HTTP/1.1 400 Bad Request" and b"invalid_path" in body

@@ -5,6 +5,7 @@ CacheState, write them, install and reload the services. No Juju imports: the ch
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -64,6 +65,67 @@ def _q(value: str) -> str:
     return value
 
 
+# Seconds a client is told to wait (Retry-After) when no app unit can answer.
+RETRY_AFTER = 5
+# No `"}` in it: that would end the VCL long string it is rendered in.
+_UNAVAILABLE_JSON = '{"error": {"code": "unavailable", "message": "the service is unavailable; retry later" } }'
+_ABSOLUTE_FORM = "^[a-zA-Z][a-zA-Z0-9+.-]*://"
+_UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+# Sample-expression regsub()s per `set-path` rule: keeps each config line short.
+_REGSUBS_PER_RULE = 12
+
+
+def _json_error(status: int, code: str, message: str) -> str:
+    """An HAProxy `http-request return` of the app's JSON error shape (message: no quotes or backslashes)."""
+    body = json.dumps({"error": {"code": code, "message": _q(message)}})
+    return f"http-request return status {status} content-type application/json string '{body}'"
+
+
+def _set_path_chain(regsubs: list[str]) -> list[str]:
+    rules = []
+    for i in range(0, len(regsubs), _REGSUBS_PER_RULE):
+        chain = ",".join(regsubs[i : i + _REGSUBS_PER_RULE])
+        rules.append(f"""    http-request set-path '%[path,{chain}]' if {{ path_sub % }}""")
+    return rules
+
+
+_HAPROXY_ERRORS = [
+    (502, _UNAVAILABLE_JSON, f" hdr Retry-After {RETRY_AFTER}"),
+    (503, _UNAVAILABLE_JSON, f" hdr Retry-After {RETRY_AFTER}"),
+    (504, _UNAVAILABLE_JSON, f" hdr Retry-After {RETRY_AFTER}"),
+]
+
+
+def canonical_path_rules() -> list[str]:
+    """HAProxy rules giving every request one spelling of its URL, what the app's router sees too (its
+    dot_segments middleware does the same for a single node): an absolute-form target becomes origin-form (HAProxy
+    itself refuses one whose authority is not the Host header), percent-encoded unreserved characters are decoded
+    and the other escapes upper-cased (RFC 3986 6.2.2), dot segments and doubled slashes removed; "%2F" (a slash
+    the router would see but HAProxy's hash and Varnish's would not) and ".." are refused. Stable directives only:
+    HAProxy 2.6's `normalize-uri` is experimental."""
+    # The first digit of an escape, then the second (by then the first is upper-case).
+    upper = [f'regsub("%{c}([0-9A-Fa-f])","%{c.upper()}\\1",g)' for c in "abcdef"]
+    upper += [f'regsub("%([0-9A-F]){c}","%\\1{c.upper()}",g)' for c in "abcdef"]
+    decode = [f"regsub(%{ord(c):02X},{c},g)" for c in _UNRESERVED]
+    return [
+        "    acl absolute_form url_reg -i ^[a-z][a-z0-9+.-]*://",
+        "    http-request set-uri %[pathq] if absolute_form",
+        "    " + _json_error(400, "missing_host", "a Host header is required") + " if !{ req.hdr(host) -m found }",
+        "    "
+        + _json_error(400, "invalid_path", "malformed percent-encoding in the path")
+        + " if { path_reg %([^0-9A-Fa-f]|.[^0-9A-Fa-f]|.?$) }",
+        "    "
+        + _json_error(400, "invalid_path", "encoded slashes (%2F) are not allowed in the path")
+        + " if { path_sub -i %2f }",
+        *_set_path_chain(upper + decode),
+        "    "
+        + _json_error(400, "invalid_path", "dot-dot path segments are not allowed")
+        + r" if { path_reg -- '/\.\.(/|$)' }",
+        """    http-request set-path '%[path,regsub("/+","/",g)]' if { path_sub // }""",
+        """    http-request set-path '%[path,regsub("(/\\.)+(/|$)","/",g)]' if { path_sub /./ } || { path_end /. }""",
+    ]
+
+
 def render_haproxy(state: CacheState, layout: Layout) -> str:
     cfg = state.config
     bind = state.bind_address
@@ -92,6 +154,11 @@ def render_haproxy(state: CacheState, layout: Layout) -> str:
         "    timeout client 60s",
         "    timeout server 300s",
         "    timeout http-request 30s",
+        # HAProxy's own errors in the app's JSON shape (no server up: 503). Its parser's 400s cannot be changed in 2.6.
+        *[
+            f"    http-error status {status} content-type application/json string '{body}'" + extra
+            for status, body, extra in _HAPROXY_ERRORS
+        ],
         "",
         "frontend http_in",
         f"    bind {bind}:{cfg.http_port}",
@@ -102,14 +169,9 @@ def render_haproxy(state: CacheState, layout: Layout) -> str:
         f'    http-response set-header Strict-Transport-Security "max-age={cfg.hsts_max_age}"',
         "    http-request set-header X-Forwarded-Proto https",
         "    option forwardfor",
-        # One spelling per URL before routing, hashing and caching: clients such as apt send "/repo/./Packages",
-        # and a purge must reach every spelling of a path. RFC 3986 dot-segment removal, as nginx does
-        # (HAProxy's own normalize-uri is still an experimental directive.) ".." segments are refused.
-        "    http-request return status 400 content-type application/json string"
-        """ '{"error": {"code": "invalid_path", "message": "dot-dot path segments are not allowed"}}'"""
-        """ if { path_reg -- '/\\.\\.(/|$)' }""",
-        """    http-request set-path '%[path,regsub("/+","/",g)]' if { path_sub // }""",
-        """    http-request set-path '%[path,regsub("(/\\.)+(/|$)","/",g)]' if { path_sub /./ } || { path_end /. }""",
+        # One spelling per URL before routing, hashing and caching (canonical_path_rules): a takedown's ban must
+        # reach every spelling a client could have primed.
+        *canonical_path_rules(),
         "    acl cacheable_method method GET HEAD",
         "    acl api path_beg /v1/",
         f"    acl public_host req.hdr(host),field(1,:),lower -m str {_q(cfg.public_hostname)}",
@@ -211,6 +273,10 @@ def render_vcl(state: CacheState) -> str:
         "}",
         "",
         "sub vcl_recv {",
+        "    # HAProxy sends origin-form; a target in absolute-form reaching Varnish otherwise loses its authority.",
+        f'    if (req.url ~ "{_ABSOLUTE_FORM}") {{',
+        f'        set req.url = regsub(req.url, "{_ABSOLUTE_FORM}[^/?]*", "");',
+        "    }",
         f'    if (req.url == "{CACHE_HEALTH_PATH}") {{',
         '        return (synth(200, "OK"));',
         "    }",
@@ -236,6 +302,9 @@ def render_vcl(state: CacheState) -> str:
         "        return (pass);",
         "    }",
         "    unset req.http.Cookie;",
+        "    # The query is no part of an object (downloads ignore it): dropped before the key is made, so a",
+        "    # cache-busting variant can neither be primed past a takedown nor fill the cache.",
+        '    set req.url = regsub(req.url, "\\?.*$", "");',
         "    return (hash);",
         "}",
         "",
@@ -260,6 +329,18 @@ def render_vcl(state: CacheState) -> str:
         f"        set beresp.ttl = {cfg.max_ttl}s;",
         "    }",
         f"    set beresp.grace = {cfg.grace}s;",
+        "    return (deliver);",
+        "}",
+        "",
+        "# No app unit answered (all sick, a timeout): the app's JSON error shape, and when to retry.",
+        "sub vcl_backend_error {",
+        "    set beresp.status = 503;",
+        '    set beresp.http.Content-Type = "application/json";',
+        '    set beresp.http.Cache-Control = "no-store";',
+        f'    set beresp.http.Retry-After = "{RETRY_AFTER}";',
+        "    set beresp.ttl = 0s;",
+        "    set beresp.grace = 0s;",
+        f'    synthetic({{"{_UNAVAILABLE_JSON}"}});',
         "    return (deliver);",
         "}",
         "",
@@ -293,11 +374,17 @@ def varnishd_args(state: CacheState, vcl: Path) -> list[str]:
     ]
 
 
+# Loads a VCL file into the running varnishd (the cache is kept). Debian and Ubuntu ship it here, off PATH: it is
+# only run by systemd, as the unit's ExecReload (`systemctl reload varnish`).
+VARNISHRELOAD = "/usr/share/varnish/varnishreload"
+
+
 def render_varnish_dropin(state: CacheState, layout: Layout) -> str:
     args = " ".join(varnishd_args(state, layout.vcl))
     return (
         "# Rendered by the updown-cache charm; do not edit.\n[Service]\nExecStart=\n"
         f"ExecStart=/usr/sbin/varnishd -j unix,user=vcache -F -T localhost:6082 -S /etc/varnish/secret {args}\n"
+        f"ExecReload=\nExecReload={VARNISHRELOAD} {layout.vcl}\n"
     )
 
 
@@ -585,8 +672,9 @@ def check_configs(layout: Layout) -> None:
 
 def apply(state: CacheState, layout: Layout) -> set[Path]:
     """Write the configs and reload what changed without dropping connections: HAProxy's master reloads its
-    workers seamlessly; varnishreload loads the new VCL into the running varnishd, keeping the cache. A changed
-    storage size or listen address (the drop-in) needs a varnish restart, which empties that unit's cache."""
+    workers seamlessly; `systemctl reload varnish` (the drop-in's ExecReload) loads the new VCL into the running
+    varnishd, keeping the cache. A changed storage size or listen address (the drop-in) needs a varnish restart,
+    which empties that unit's cache."""
     if state.config.role is Role.BACKEND:
         return apply_backend(state, layout)
     changed = write_checked(rendered_files(state, layout), lambda: check_configs(layout), frozenset({layout.tls_pem}))
@@ -596,7 +684,7 @@ def apply(state: CacheState, layout: Layout) -> set[Path]:
         run(["systemctl", "daemon-reload"])
         run(["systemctl", "restart", "varnish"])
     elif layout.vcl in changed:
-        run(["varnishreload", str(layout.vcl)])
+        run(["systemctl", "reload", "varnish"])
     if changed & {layout.haproxy_cfg, layout.tls_pem}:
         run(["systemctl", "reload-or-restart", "haproxy"])
     run(["systemctl", "enable", "--now", "haproxy", "varnish"])

@@ -382,6 +382,8 @@ class UpdownAppCharm(ops.CharmBase):
 
     def _build_state(self) -> AppState:
         config = juju_state.load_config(self)
+        peer = self.model.get_relation(PEER)
+        juju_state.storage_fits_units(config, 1 + (len(peer.units) if peer else 0))
         address = juju_state.unit_address(self)
         secrets = juju_state.secrets(config)
         database = juju_state.database(self)

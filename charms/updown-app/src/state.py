@@ -75,6 +75,18 @@ def load_config(charm: ops.CharmBase) -> CharmConfig:
         raise StateError(ops.BlockedStatus(f"invalid config: {problems}")) from exc
 
 
+def storage_fits_units(config: CharmConfig, units: int) -> None:
+    """storage-backend=local keeps the files on one unit's disk: a second unit would answer from a different
+    set of files (an upload on one, 404 on the other). Refused rather than served inconsistently."""
+    if config.storage_backend == "local" and units > 1:
+        raise StateError(
+            ops.BlockedStatus(
+                f"storage-backend=local stores files on one unit but there are {units}: set storage-backend to "
+                "swift or s3 (with storage-credentials), or scale to one unit"
+            )
+        )
+
+
 def unit_address(charm: ops.CharmBase) -> str:
     binding = charm.model.get_binding(PEER)
     address = binding.network.bind_address if binding else None

@@ -407,6 +407,22 @@ def prune_releases(layout: Layout, keep: set[str]) -> list[str]:
 # --- service control (the charm's tests replace these) --------------------------------------------------------
 
 
+# What a command the charm runs sees of the hook's environment: nothing else. The hook runs with the charm's own
+# Python path (dispatch sets PYTHONPATH=lib:venv): handed to pip, the charm's pydantic, cryptography, ... count
+# as installed and are left out of the release venv, which then fails under systemd. Juju's JUJU_* context and the
+# proxy settings are not needed by any command we run either.
+CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_KEPT_ENV = ("LANG", "LC_ALL", "TZ", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every command the workload runs: the system PATH, root's HOME, the locale and proxy
+    settings, and `extra`; never PYTHONPATH, PYTHONHOME, VIRTUAL_ENV or the charm's PATH."""
+    env = {"PATH": CLEAN_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
+    env.update({k: os.environ[k] for k in _KEPT_ENV if k in os.environ})
+    return {**env, **(extra or {})}
+
+
 def run(argv: Sequence[str | Path], env: Mapping[str, str] | None = None, timeout: float | None = None) -> str:
     # the command and its first words only: never ids or scripts
     logger.info("running %s", " ".join(str(a)[:40] for a in argv[:3]))
@@ -415,7 +431,7 @@ def run(argv: Sequence[str | Path], env: Mapping[str, str] | None = None, timeou
         check=True,
         capture_output=True,
         text=True,
-        env={**os.environ, **env} if env is not None else None,
+        env=clean_env(env),
         timeout=timeout,
     )
     return result.stdout

@@ -26,7 +26,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     settings = load_settings(args)
 
     async def run() -> str | None:
-        engine = create_engine(settings.resolved_database_url)
+        engine = create_engine(settings.resolved_database_url, statement_timeout=None)  # a migration may be long
         try:
             await migrate(engine)
             return await current_revision(engine)

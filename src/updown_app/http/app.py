@@ -28,9 +28,11 @@ from updown_app.http.middleware.metrics import MetricsMiddleware, metrics_endpoi
 from updown_app.runtime import Runtime, build_runtime, close_runtime
 from updown_app.services.upload_purge import purge_expired
 from updown_app.settings import Settings
+from updown_app.unavailable import DependencyUnavailable
 
 log = logging.getLogger("updown.app")
 NONCE_PURGE_INTERVAL = 60.0
+DEPENDENCY_RETRY_AFTER = "5"  # seconds; the frontends' own 503 (charms/cache) says the same
 
 
 async def _purge_nonces(context: Runtime) -> None:
@@ -70,6 +72,21 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
     return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+async def _dependency_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DependencyUnavailable)
+    # The path only: a query string may hold a credential.
+    log.warning(
+        "dependency unavailable",
+        extra={"dependency": exc.dependency, "path": request.url.path, "error": type(exc.__cause__ or exc).__name__},
+    )
+    return error_response(
+        503,
+        f"{exc.dependency}_unavailable",
+        f"the {exc.dependency} is unavailable; retry later",
+        {"retry-after": DEPENDENCY_RETRY_AFTER},
+    )
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
@@ -138,6 +155,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         exception_handlers={
             ApiError: api_error_handler,
             DomainError: api_error_handler,
+            DependencyUnavailable: _dependency_unavailable,
             HTTPException: _http_exception,
             Exception: _unhandled,
         },

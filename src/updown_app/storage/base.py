@@ -17,6 +17,8 @@ import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from updown_app.unavailable import DependencyUnavailable
+
 
 class StorageError(Exception):
     """Any failure of the object store."""
@@ -26,8 +28,11 @@ class StorageIntegrityError(StorageError):
     """The store received a body that does not match the declared size or MD5; nothing was stored."""
 
 
-class StorageUnavailableError(StorageError):
+class StorageUnavailableError(StorageError, DependencyUnavailable):
     """The store cannot be reached or answers with a server error; the operation may be retried later."""
+
+    def __init__(self, message: str = "the object store is unavailable") -> None:
+        DependencyUnavailable.__init__(self, "storage", message)
 
 
 class StorageAuthError(StorageUnavailableError):

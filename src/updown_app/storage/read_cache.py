@@ -12,7 +12,11 @@ set, ``create_storage`` wraps the real backend in ``ReadCacheStorage``. Its ``ge
 
 If the unit is unreachable, refuses, answers an error or breaks off, the read continues from the store directly
 (from the byte where the unit stopped), counted in ``updown_read_cache_fallbacks_total{unit,reason}`` and logged
-without the URL (its query is a credential). Reads through a unit are counted in
+without the URL (its query is a credential). A unit that times out (frozen, overloaded) or fails
+``BREAKER_THRESHOLD`` reads in a row is taken out for ``BREAKER_COOLDOWN`` seconds (a circuit breaker: reads of
+its keys go to the store at once, reason ``circuit_open``; counted in ``updown_read_cache_breaker_opens_total``),
+then one read tries it again. Its read timeout is well below the frontends' (Varnish's first byte: 60 s), so a
+hung unit costs one download a couple of seconds, not the frontend's timeout. Reads through a unit are counted in
 ``updown_read_cache_reads_total{unit,cache}`` with the unit's ``X-Cache`` (HIT or MISS). Everything else (writes,
 parts, heads, deletes, listings, readiness) goes to the real backend.
 """
@@ -21,14 +25,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import httpx
 from uhashring import HashRing
 
 from updown_app.caches.units import CacheUnits
-from updown_app.metrics import READ_CACHE_FALLBACKS, READ_CACHE_READS
+from updown_app.metrics import READ_CACHE_BREAKER_OPENS, READ_CACHE_FALLBACKS, READ_CACHE_READS
 from updown_app.settings import Settings
 from updown_app.storage.base import ObjectInfo, PartInfo, Storage, StorageError
 
@@ -38,7 +43,13 @@ log = logging.getLogger("updown.storage.read_cache")
 # outlives it anyway breaks off at the unit and is finished from the store directly.
 PRESIGN_TTL = 6 * 3600
 CONNECT_TIMEOUT = 2.0  # a unit that does not accept a connection by then is taken as down for this read
-READ_TIMEOUT = 60.0  # a miss makes the unit fetch one slice from the store before it answers
+# A miss makes the unit fetch from the store before it answers; it streams the slice as it comes, so its first
+# bytes come soon. A unit slower than this is as good as down: the store directly is faster.
+READ_TIMEOUT = 2.0
+BREAKER_THRESHOLD = 3  # failed reads in a row that take a unit out (a timeout alone does)
+BREAKER_COOLDOWN = 30.0  # seconds a unit stays out before one read tries it again
+# Failures that say the unit itself is sick; a 404 or a refused signature says nothing about its health.
+_SICK = frozenset({"timeout", "unreachable", "broken", "short", "upstream_error", "bad_response"})
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -55,6 +66,50 @@ def check_presignable(settings: Settings) -> None:
             "caches.backends is set, but storage.swift.temp_url_key is not: the backend cache units read objects "
             "with TempURLs; set a key (the app sets it on the Swift account or container at start-up)"
         )
+
+
+class CircuitBreaker:
+    """Per backend cache unit: closed (reads go through it), open (reads skip it until the cooldown ends), then one
+    trial read (half-open) whose success closes it and failure opens it again. Own code: a few lines keyed by unit,
+    where the libraries (pybreaker, aiobreaker) wrap one callable each."""
+
+    def __init__(
+        self,
+        threshold: int = BREAKER_THRESHOLD,
+        cooldown: float = BREAKER_COOLDOWN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.clock = clock
+        self.failures: dict[str, int] = {}
+        self.open_until: dict[str, float] = {}
+
+    def allow(self, unit: str) -> bool:
+        until = self.open_until.get(unit)
+        if until is None:
+            return True
+        if self.clock() < until:
+            return False
+        self.open_until[unit] = self.clock() + self.cooldown  # this read is the trial; the others still skip it
+        return True
+
+    def succeeded(self, unit: str) -> None:
+        self.failures.pop(unit, None)
+        if self.open_until.pop(unit, None) is not None:
+            log.info("backend cache unit is back in the read path", extra={"cache_unit": unit})
+
+    def failed(self, unit: str, reason: str) -> None:
+        count = self.failures.get(unit, 0) + (self.threshold if reason == "timeout" else 1)
+        self.failures[unit] = count
+        if count >= self.threshold:
+            self.failures[unit] = 0
+            self.open_until[unit] = self.clock() + self.cooldown
+            READ_CACHE_BREAKER_OPENS.labels(unit).inc()
+            log.warning(
+                "backend cache unit taken out of the read path",
+                extra={"cache_unit": unit, "reason": reason, "seconds": self.cooldown},
+            )
 
 
 class _UnitFailed(Exception):
@@ -75,6 +130,7 @@ class ReadCacheStorage(Storage):
         presign_ttl: int = PRESIGN_TTL,
         connect_timeout: float = CONNECT_TIMEOUT,
         read_timeout: float = READ_TIMEOUT,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.units = backends if isinstance(backends, CacheUnits) else CacheUnits(backends=dict(backends))
         if not self.units.dynamic and not self.units.backends:
@@ -89,6 +145,7 @@ class ReadCacheStorage(Storage):
         self.presign_ttl = presign_ttl
         self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=10.0, pool=connect_timeout)
         self._client: httpx.AsyncClient | None = None
+        self.breaker = breaker or CircuitBreaker()
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -127,6 +184,11 @@ class ReadCacheStorage(Storage):
             async for chunk in self.inner.get(key, offset, length):
                 yield chunk
             return
+        if not self.breaker.allow(unit):  # taken out for a while: the store directly, no wait
+            READ_CACHE_FALLBACKS.labels(unit, "circuit_open").inc()
+            async for chunk in self.inner.get(key, offset, length):
+                yield chunk
+            return
         delivered = 0
         reason: str
         try:
@@ -147,10 +209,13 @@ class ReadCacheStorage(Storage):
                 reason = "broken" if not isinstance(exc, httpx.TimeoutException) else "timeout"
             else:
                 if expected is None or delivered >= expected:
+                    self.breaker.succeeded(unit)
                     return
                 reason = "short"
             finally:
                 await response.aclose()
+        if reason in _SICK:
+            self.breaker.failed(unit, reason)
         self._fallback(unit, key, reason, offset + delivered)
         rest = None if length is None else length - delivered
         async for chunk in self.inner.get(key, offset + delivered, rest):

@@ -55,6 +55,8 @@ GiB = 1024**3
 MAX_OBJECT_SIZE = 5 * GiB  # Swift's default max_file_size; larger objects must be SLOs
 MAX_SEGMENTS = 1000  # Swift's default max_manifest_segments
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Seconds a call's failed attempts may take (backoff sleeps not counted) before it stops retrying.
+RETRY_BUDGET = 2.0
 TOKEN_REFRESH_MARGIN = 120.0  # seconds before expiry at which a token is replaced
 MAX_BACKOFF = 5.0
 SEGMENT_PREFIX = ".segments/"  # segment names when they share the object container
@@ -282,6 +284,8 @@ class SwiftStorage(Storage):
         retries = s.retries if retries is None else retries
         attempt = 0
         reauthenticated = False
+        started = time.monotonic()
+        slept = 0.0
         while True:
             token = await self._credentials()
             request = self.client.build_request(
@@ -320,10 +324,14 @@ class SwiftStorage(Storage):
                 else:
                     await response.aclose()
                     error = StorageUnavailableError(f"swift {method} {path or '/'}: HTTP {response.status_code}")
-            if attempt >= retries:
+            # A store that is down answers 503 at once (retried as configured: a blip), or only after its load
+            # balancer's own retries: once the attempts themselves took RETRY_BUDGET, the client hears 503 now,
+            # not after every attempt's wait.
+            if attempt >= retries or time.monotonic() - started - slept > RETRY_BUDGET:
                 raise error
             log.warning("swift request failed, retrying", extra={"error": str(error), "attempt": attempt + 1})
             await asyncio.sleep(self._backoff(attempt))
+            slept += self._backoff(attempt)
             attempt += 1
 
     @staticmethod
