@@ -33,8 +33,8 @@ from tests.conftest import need_service
 from tests.stack.test_storage_failures import SwiftProxy
 from tests.support.fake_sso import FakeSso, FakeStore
 from tests.support.server import free_port
-from updown_app import signing
 from updown_app.client import UpdownClient
+from updown_app.core import signing
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
