@@ -25,6 +25,13 @@ UPLOAD_SESSIONS_LIVE = Gauge(
 )
 UPLOAD_SESSIONS_PURGED = Counter("updown_upload_sessions_purged_total", "Expired upload sessions purged")
 UPLOAD_PURGED_BYTES = Counter("updown_upload_purged_bytes_total", "Bytes of parts removed by purges")
+SWEPT = Counter(
+    "updown_swept_total",
+    "Leftovers removed by the sweeper: kind=object (no record) or partial (a crashed write)",
+    ["kind"],
+)
+SWEPT_BYTES = Counter("updown_swept_bytes_total", "Bytes removed by the sweeper, by kind", ["kind"])
+SWEEP_FAILURES = Counter("updown_sweep_failures_total", "Sweeps that stopped on an error (database or store down)")
 READ_CACHE_READS = Counter(
     "updown_read_cache_reads_total",
     "Object reads served through a backend cache unit, by unit and its cache status (X-Cache: HIT or MISS)",

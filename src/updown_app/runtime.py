@@ -22,6 +22,7 @@ from updown_app.metadata.upload_sessions import UploadSessions
 from updown_app.services.catalog import Catalog
 from updown_app.services.ingest import Ingest
 from updown_app.services.propagation import subscribers
+from updown_app.services.sweeper import Sweeper
 from updown_app.services.uploads import ResumableUploads
 from updown_app.settings import Settings
 from updown_app.storage import create_storage
@@ -44,6 +45,7 @@ class Runtime:
     catalog: Catalog
     ingest: Ingest
     uploads: ResumableUploads
+    sweeper: Sweeper  # removes objects no file records and partial local writes (services/sweeper.py)
     importer: Importer
     index: SignedIndex | None  # when index.root_dir and index.keys_file are configured
     pull_through: PullThrough | None  # when upstream.url and upstream.root_file are configured
@@ -89,6 +91,7 @@ async def build_runtime(settings: Settings, authorizer: Authorizer | None = None
         catalog=catalog,
         ingest=ingest,
         uploads=ResumableUploads(storage, UploadSessions(repository.sessions), ingest, settings.chunk_size),
+        sweeper=Sweeper(storage, repository, settings.sweep.grace),
         importer=importer,
         index=index,
         pull_through=PullThrough(catalog, importer, settings) if serving and PullThrough.configured(settings) else None,

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -252,6 +252,19 @@ class UploadSettings(BaseModel):
     )
 
 
+class SweepSettings(BaseModel):
+    """The sweeper (``updown sweep``; services/sweeper.py): objects no file records and partial local writes."""
+
+    grace: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="Seconds since its last write before a leftover may be removed; longer than any upload takes.",
+    )
+    interval: float = Field(
+        default=3600.0, ge=0, description="Seconds between the service's sweeps (the first soon after start); 0: off."
+    )
+
+
 def _cache_unit_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"not an http(s) URL: {url!r}")
@@ -373,12 +386,17 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(
         default_factory=list, description="Addresses/CIDRs whose X-Forwarded-Proto/For are trusted."
     )
+    metrics_allowed: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")],
+        description="Addresses/CIDRs /metrics answers (the client's address, after trusted proxies); others: 403.",
+    )
 
     # Private downloads: SSO tokens, the store's access checks, download links.
     private: PrivateDownloadSettings = PrivateDownloadSettings()
 
     # Resumable uploads (tus).
     uploads: UploadSettings = UploadSettings()
+    sweep: SweepSettings = SweepSettings()
 
     # The caching tier: purge endpoints (frontend units) and read caches (backend units).
     caches: CacheSettings = CacheSettings()

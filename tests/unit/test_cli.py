@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.server import KEY_ID, ServerProcess, make_server
+from tests.support.server import KEY_ID, ServerProcess, free_port, make_server
 from updown_app.client import UpdownError
 
 
@@ -107,3 +108,56 @@ def test_find_published_names_the_file_served_at_a_path(server: ServerProcess, t
     assert json.loads(find("find/1/other.bin").stdout) == {"id": None}
     bad = find("/find/1")
     assert bad.returncode != 0 and "/<package>/<revision>/<filename>" in bad.stderr
+
+
+def test_serve_prints_commands_that_work_as_printed(tmp_path: Path) -> None:
+    """The README's run command (`.venv/bin/updown serve`, with `updown` not on PATH), then the banner's commands
+    pasted into a shell in the same directory: upload, publish and download work as printed."""
+    venv = Path(sys.executable).parent.parent
+    assert (venv / "bin" / "updown").exists()
+    (tmp_path / ".venv").symlink_to(venv)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != venv / "bin")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UPDOWN_") and k != "VIRTUAL_ENV"}
+    env |= {"PATH": path, "UPDOWN_PORT": str(free_port()), "UPDOWN_HTTP_PORT": str(free_port())}
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([".venv/bin/updown", "serve"], cwd=tmp_path, env=env, stderr=log, stdout=log)
+    try:
+        deadline = time.monotonic() + 30
+        while "Upload a first file" not in (tmp_path / "serve.log").read_text() or not ready(env["UPDOWN_PORT"]):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        printed = (tmp_path / "serve.log").read_text().split("Upload a first file with the bundled client:\n", 1)[1]
+        commands = [line[2:] for line in printed.splitlines() if line.startswith("  ")]
+        assert all(not c.startswith("updown ") for c in commands), commands  # not on PATH here
+        exports = [c for c in commands if c.startswith("export ")]
+        steps = [c for c in commands if not c.startswith("export ")]
+
+        def shell(command: str) -> subprocess.CompletedProcess[str]:
+            script = "\n".join([*exports, command])
+            return subprocess.run(
+                ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+            )
+
+        outputs = []
+        file_id = ""
+        for step in steps:
+            done = shell(step.replace("<id>", file_id))
+            assert done.returncode == 0, (step, done.stderr)
+            outputs.append(done.stdout)
+            if " upload " in step:
+                file_id = json.loads(done.stdout)["id"]
+        assert file_id and (tmp_path / "hello.txt").read_text() == "hello\n"
+        assert outputs[-1].strip() == "hello.txt"  # downloaded over the original, verified
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def ready(port: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"https://127.0.0.1:{port}/readyz", verify=False, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from updown_app.cli import admin, files, keys, mirror
-from updown_app.client import UpdownError
+from updown_app.cli.errors import describe
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,9 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except UpdownError as exc:
-        print(f"updown: {exc}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as exc:
+        described = describe(exc)
+        if described is None:
+            raise
+        line, status = described
+        print(f"updown: {line}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

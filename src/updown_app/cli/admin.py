@@ -1,5 +1,5 @@
-"""Commands that run the service's own code on this machine: ``serve``, ``db upgrade``, ``purge-uploads`` and
-``find-published`` (the id of the published file at a download path, for operators and the charm's
+"""Commands that run the service's own code on this machine: ``serve``, ``db upgrade``, ``purge-uploads``,
+``sweep`` and ``find-published`` (the id of the published file at a download path, for operators and the charm's
 unpublish-by-name action). Heavy modules are imported when a command runs, so ``updown`` starts quickly."""
 
 from __future__ import annotations
@@ -59,6 +59,30 @@ def cmd_purge_uploads(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Prints what it removed (or, with --dry-run, would remove) as JSON."""
+    from updown_app.metadata.db import create_engine, session_factory
+    from updown_app.metadata.repository import Repository
+    from updown_app.services.sweeper import Sweeper
+    from updown_app.storage import create_storage
+
+    settings = load_settings(args)
+    grace = settings.sweep.grace if args.grace is None else args.grace
+
+    async def run() -> dict[str, object]:
+        engine = create_engine(settings.resolved_database_url)
+        storage = create_storage(settings)
+        try:
+            sweeper = Sweeper(storage, Repository(session_factory(engine)), grace)
+            return (await sweeper.sweep(dry_run=args.dry_run)).json()
+        finally:
+            await storage.close()
+            await engine.dispose()
+
+    print(json.dumps(asyncio.run(run())))
+    return 0
+
+
 def cmd_find_published(args: argparse.Namespace) -> int:
     """Prints ``{"id": <id or null>}``: the published file served at /<package>/<revision>/<filename>."""
     from updown_app.metadata.db import create_engine, session_factory
@@ -98,6 +122,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sp = sub.add_parser("purge-uploads", help="remove expired resumable upload sessions and their parts")
     with_config(sp)
     sp.set_defaults(func=cmd_purge_uploads)
+
+    sp = sub.add_parser("sweep", help="remove objects no file records and partial writes older than the grace period")
+    sp.add_argument("--grace", type=float, help="seconds since a leftover's last write (default: sweep.grace)")
+    sp.add_argument("--dry-run", action="store_true", help="list the orphan objects, remove nothing")
+    with_config(sp)
+    sp.set_defaults(func=cmd_sweep)
 
     sp = sub.add_parser("find-published", help="the id of the published file at /<package>/<revision>/<filename>")
     sp.add_argument("path")

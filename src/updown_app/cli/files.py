@@ -23,7 +23,12 @@ def _client(args: argparse.Namespace) -> UpdownClient:
     if "UPDOWN_KEY" in os.environ:
         secret = os.environ["UPDOWN_KEY"].encode()
     elif "UPDOWN_KEY_FILE" in os.environ:
-        keys = json.loads(Path(os.environ["UPDOWN_KEY_FILE"]).read_text())
+        try:
+            keys = json.loads(Path(os.environ["UPDOWN_KEY_FILE"]).read_text())
+        except ValueError:
+            sys.exit("updown: UPDOWN_KEY_FILE is not a JSON object {key_id: secret}")
+        if not isinstance(keys, dict):
+            sys.exit("updown: UPDOWN_KEY_FILE is not a JSON object {key_id: secret}")
         if key_id is None and len(keys) == 1:
             key_id = next(iter(keys))
         if key_id not in keys:

@@ -24,9 +24,18 @@ class Named(Protocol):
     filename: str
 
 
+OBJECT_KEY_PREFIX = "sha256/"
+_OBJECT_KEY_RE = re.compile(r"^sha256/([0-9a-f]{2})/(\1[0-9a-f]{62})$")
+
+
 def object_key(sha256: str) -> str:
     """Content addressing: the storage key of the bytes whose SHA-256 is ``sha256``."""
-    return f"sha256/{sha256[:2]}/{sha256}"
+    return f"{OBJECT_KEY_PREFIX}{sha256[:2]}/{sha256}"
+
+
+def is_object_key(key: str) -> bool:
+    """Whether ``key`` is a content object's key (``object_key``), not a part or anything else in the store."""
+    return _OBJECT_KEY_RE.match(key) is not None
 
 
 def check_package(name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -15,11 +16,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from updown_app import metrics
 from updown_app.auth.private import Authorizer
 from updown_app.core.errors import DependencyUnavailable, DomainError
 from updown_app.http.errors import ApiError, api_error_handler, error_response
 from updown_app.http.handlers import download, files, health, index, latest, links, resumable, upload
 from updown_app.http.middleware.dot_segments import DotSegmentsMiddleware
+from updown_app.http.middleware.host import StrictHostMiddleware
 from updown_app.http.middleware.https_only import HttpsOnlyMiddleware
 from updown_app.http.middleware.metrics import MetricsMiddleware, metrics_endpoint
 from updown_app.runtime import Runtime, build_runtime, close_runtime
@@ -47,6 +50,20 @@ async def _purge_uploads(context: Runtime) -> None:
         except Exception:  # keep purging after a transient database or storage error
             log.exception("purging expired upload sessions failed")
         await asyncio.sleep(interval)
+
+
+async def _sweep(context: Runtime) -> None:
+    """The sweeper on every unit (safe at once): soon after start (a crash's leftovers), then every interval;
+    jittered so that units restarted together do not list the store together."""
+    interval = context.settings.sweep.interval
+    await asyncio.sleep(random.uniform(0, min(interval, 60.0)))  # noqa: S311 - jitter, not a secret
+    while True:
+        try:
+            await context.sweeper.sweep()
+        except Exception:  # keep sweeping after a transient database or storage error
+            metrics.SWEEP_FAILURES.inc()
+            log.exception("sweeping the store failed")
+        await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -78,14 +95,16 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         context = await build_runtime(settings, authorizer)
         app.state.runtime = context
         app.state.readiness = health.Readiness()
-        purger = asyncio.create_task(_purge_nonces(context))
-        upload_purger = asyncio.create_task(_purge_uploads(context)) if settings.uploads.purge_interval > 0 else None
+        background = [asyncio.create_task(_purge_nonces(context))]
+        if settings.uploads.purge_interval > 0:
+            background.append(asyncio.create_task(_purge_uploads(context)))
+        if settings.sweep.interval > 0:
+            background.append(asyncio.create_task(_sweep(context)))
         try:
             yield
         finally:
-            purger.cancel()
-            if upload_purger is not None:
-                upload_purger.cancel()
+            for task in background:
+                task.cancel()
             await close_runtime(context)
 
     routes = [
@@ -113,7 +132,13 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         middleware.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies))
     middleware += [
         Middleware(MetricsMiddleware, access_log=settings.access_log),
-        Middleware(HttpsOnlyMiddleware, redirect_port=settings.redirect_port, hsts=settings.tls),
+        Middleware(StrictHostMiddleware),
+        Middleware(
+            HttpsOnlyMiddleware,
+            redirect_port=settings.redirect_port,
+            hsts=settings.tls,
+            hostnames=(settings.public_host, settings.private_host),
+        ),
         Middleware(DotSegmentsMiddleware),
     ]
     return Starlette(

@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
+import shutil
 import socket
 import sys
 from collections.abc import Generator
@@ -20,6 +22,7 @@ from typing import Literal
 import uvicorn
 
 from updown_app.http.app import create_app
+from updown_app.http.protocol import JsonErrorsProtocol
 from updown_app.http.tls import ensure_self_signed
 from updown_app.logs import setup_logging
 from updown_app.settings import Settings
@@ -59,7 +62,7 @@ def _config(
         host=settings.bind,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=JsonErrorsProtocol,
         lifespan=lifespan,
         proxy_headers=False,  # ours is configured from trusted_proxies, never uvicorn's default trust of loopback
         server_header=False,
@@ -73,12 +76,28 @@ def _config(
 
 
 def _redirect_app(settings: Settings):  # type: ignore[no-untyped-def]
+    from updown_app.http.middleware.host import StrictHostMiddleware
     from updown_app.http.middleware.https_only import HttpsOnlyMiddleware
 
     async def nothing(scope, receive, send):  # type: ignore[no-untyped-def]  # never reached: all is redirected
         raise RuntimeError("the redirect listener serves nothing")
 
-    return HttpsOnlyMiddleware(nothing, redirect_port=settings.redirect_port, hsts=False)
+    hostnames = (settings.public_host, settings.private_host)
+    return StrictHostMiddleware(
+        HttpsOnlyMiddleware(nothing, redirect_port=settings.redirect_port, hsts=False, hostnames=hostnames)
+    )
+
+
+def invoked_as() -> str:
+    """How to run this very ``updown`` from here, as the banner's commands say it: ``updown`` when that is on
+    PATH, else the path it was started by (``.venv/bin/updown`` after the README's install), or ``python -m``."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name != "updown":  # python -m updown_app
+        return f"{shlex.quote(sys.executable)} -m updown_app"
+    on_path = shutil.which("updown")
+    if on_path is not None and Path(on_path).resolve() == Path(argv0).resolve():
+        return "updown"
+    return shlex.quote(argv0)
 
 
 def banner(settings: Settings, cert: Path | None, key_file: Path | None) -> str:
@@ -104,11 +123,12 @@ def banner(settings: Settings, cert: Path | None, key_file: Path | None) -> str:
     if keyfile is not None:
         first_id = next(iter(json.loads(Path(keyfile).read_text())), LOCAL_KEY_ID)
         lines.append(f"  export UPDOWN_KEY_ID={first_id} UPDOWN_KEY_FILE={keyfile}")
+    updown = invoked_as()
     lines += [
         "  echo hello > hello.txt",
-        "  updown upload hello.txt --package hello --revision 1     # prints the file id",
-        "  updown publish <id>",
-        f"  updown download {scheme}://{settings.public_host}{port}/hello/1/hello.txt",
+        f"  {updown} upload hello.txt --package hello --revision 1     # prints the file id",
+        f"  {updown} publish <id>",
+        f"  {updown} download {scheme}://{settings.public_host}{port}/hello/1/hello.txt",
     ]
     return "\n".join(lines)
 
@@ -164,7 +184,7 @@ def serve(settings: Settings) -> None:
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http="httptools",
+            http=JsonErrorsProtocol,
             proxy_headers=False,
             server_header=False,
             access_log=False,

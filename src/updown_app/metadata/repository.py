@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from updown_app.metadata.channels import channels_of, set_channels
-from updown_app.metadata.models import File, FileEvent, FileState, Nonce
+from updown_app.metadata.models import File, FileEvent, FileState, Nonce, Visibility
 
 
 class DuplicateFileError(Exception):
@@ -101,6 +101,14 @@ class Repository:
         async with self.sessions() as session:
             return bool(await session.scalar(select(exists().where(File.object_key == object_key))))
 
+    async def recorded_objects(self, object_keys: Sequence[str]) -> set[str]:
+        """Which of these storage keys some file records (the sweeper asks a page at a time)."""
+        if not object_keys:
+            return set()
+        async with self.sessions() as session:
+            query = select(File.object_key).where(File.object_key.in_(list(object_keys))).distinct()
+            return set((await session.scalars(query)).all())
+
     async def add(self, file: File, key_id: str) -> File:
         async with self.sessions() as session:
             session.add(file)
@@ -146,7 +154,22 @@ class Repository:
             self.cache.put(key, file)
         return file
 
-    async def _published(self, package: str, revision: str, filename: str) -> File | None:
+    async def published_public(self, package: str, revision: str, filename: str) -> File | None:
+        """The published public file at a name (what the public host serves). No timing oracle: a cached entry
+        answers only when it is a file to serve, so a missing, an unpublished and a private file all take the
+        same path (a cache miss, then the same query, matching no row) and cost the same."""
+        key = (package, revision, filename)
+        cached = self.cache.get(key)
+        if cached is not None and cached.visibility == Visibility.public:
+            return cached
+        file = await self._published(package, revision, filename, Visibility.public)
+        if file is not None:
+            self.cache.put(key, file)
+        return file
+
+    async def _published(
+        self, package: str, revision: str, filename: str, visibility: Visibility | None = None
+    ) -> File | None:
         async with self.sessions() as session:
             query = select(File).where(
                 File.package == package,
@@ -154,6 +177,8 @@ class Repository:
                 File.filename == filename,
                 File.state == FileState.published.value,
             )
+            if visibility is not None:
+                query = query.where(File.visibility == visibility.value)
             return await session.scalar(query)
 
     async def events(self, file_id: str) -> Sequence[FileEvent]:

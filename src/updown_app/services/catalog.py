@@ -41,6 +41,10 @@ class Catalog:
     async def published(self, package: str, revision: str, filename: str) -> File | None:
         return await self.repository.published(package, revision, filename)
 
+    async def published_public(self, package: str, revision: str, filename: str) -> File | None:
+        """What the public host serves at a name; the same cost for every name it does not serve."""
+        return await self.repository.published_public(package, revision, filename)
+
     async def latest(self, package: str, channel: str, pattern: str) -> File | None:
         return await self.channels.latest(package, channel, pattern)
 

@@ -44,6 +44,7 @@ class ObjectInfo:
     key: str
     size: int
     md5: str | None = None
+    modified: float | None = None  # POSIX time of the last write, where the store says (the sweeper's grace)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,12 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def check(self) -> None:
         """Raise ``StorageError`` unless the store is reachable and usable (readiness)."""
+
+    async def sweep_partials(self, older_than: float) -> tuple[int, int]:
+        """Remove partial writes last touched before the POSIX time ``older_than`` that a crashed process left
+        behind; returns (files, bytes). Object stores keep nothing of an interrupted PUT (their multipart and
+        segment leftovers belong to upload sessions, which ``purge-uploads`` removes), so by default: none."""
+        return 0, 0
 
     # Parts of resumable uploads ---------------------------------------------------------------------------------
 

@@ -17,7 +17,13 @@ import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
-from updown_app.storage.base import ObjectInfo, Storage, StorageError, StorageIntegrityError
+from updown_app.storage.base import (
+    ObjectInfo,
+    Storage,
+    StorageError,
+    StorageIntegrityError,
+    StorageUnavailableError,
+)
 
 INLINE_READ_MAX = 256 * 1024
 INITIAL_READ = 64 * 1024
@@ -67,7 +73,10 @@ class LocalStorage(Storage):
             os.close(fd)
             fd = -1
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:  # stalled past the sweeper's grace period, which removed it
+                raise StorageUnavailableError("the partial write was removed while stalled; retry") from None
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -110,7 +119,7 @@ class LocalStorage(Storage):
             st = self._path(key).stat()
         except FileNotFoundError:
             return None
-        return ObjectInfo(key=key, size=st.st_size)
+        return ObjectInfo(key=key, size=st.st_size, modified=st.st_mtime)
 
     async def delete(self, key: str) -> bool:
         try:
@@ -126,7 +135,29 @@ class LocalStorage(Storage):
                 full = Path(dirpath) / name
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    yield ObjectInfo(key=key, size=full.stat().st_size)
+                    try:
+                        st = full.stat()
+                    except FileNotFoundError:  # removed meanwhile
+                        continue
+                    yield ObjectInfo(key=key, size=st.st_size, modified=st.st_mtime)
+
+    async def sweep_partials(self, older_than: float) -> tuple[int, int]:
+        """Partial writes in ``.tmp`` not written to since ``older_than``: what ``kill -9`` during an upload
+        leaves. A live write touches its file with every chunk, so the grace period protects it on every unit
+        sharing this directory."""
+        files = size = 0
+        with os.scandir(self.tmp) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_mtime >= older_than:
+                        continue
+                    os.unlink(entry.path)
+                except FileNotFoundError:  # finished, or removed by another unit's sweep
+                    continue
+                files += 1
+                size += st.st_size
+        return files, size
 
     async def check(self) -> None:
         probe = self.tmp / f"ready-{secrets.token_hex(4)}"

@@ -284,6 +284,9 @@ class ReadCacheStorage(Storage):
     async def check(self) -> None:
         await self.inner.check()
 
+    async def sweep_partials(self, older_than: float) -> tuple[int, int]:
+        return await self.inner.sweep_partials(older_than)
+
     async def put_part(self, key: str, data: bytes) -> str:
         return await self.inner.put_part(key, data)
 

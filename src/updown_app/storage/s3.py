@@ -25,6 +25,7 @@ import importlib
 import logging
 import math
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from updown_app.settings import S3StorageSettings
@@ -401,7 +402,9 @@ class S3Storage(Storage):
             return None
         etag = str(answer.get("ETag", "")).strip('"')
         md5 = answer.get("Metadata", {}).get("md5") or (etag if "-" not in etag else None)
-        return ObjectInfo(key=key, size=int(answer["ContentLength"]), md5=md5 or None)
+        return ObjectInfo(
+            key=key, size=int(answer["ContentLength"]), md5=md5 or None, modified=_timestamp(answer.get("LastModified"))
+        )
 
     async def delete(self, key: str) -> bool:
         # DeleteObject answers 204 whether or not the key existed: HEAD first to tell.
@@ -422,7 +425,12 @@ class S3Storage(Storage):
                 return  # no bucket
             for item in page.get("Contents", []):
                 etag = str(item.get("ETag", "")).strip('"')
-                yield ObjectInfo(key=item["Key"], size=int(item["Size"]), md5=etag if "-" not in etag else None)
+                yield ObjectInfo(
+                    key=item["Key"],
+                    size=int(item["Size"]),
+                    md5=etag if "-" not in etag else None,
+                    modified=_timestamp(item.get("LastModified")),
+                )
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")
@@ -467,3 +475,8 @@ class S3Storage(Storage):
             await self._stack.aclose()
             self._stack = None
             self._client = None
+
+
+def _timestamp(value: Any) -> float | None:
+    """botocore's ``LastModified`` (an aware datetime) as POSIX time."""
+    return value.timestamp() if isinstance(value, datetime) else None

@@ -30,6 +30,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -644,7 +645,8 @@ class SwiftStorage(Storage):
         h = response.headers
         is_slo = h.get("x-static-large-object", "").lower() == "true"
         md5 = h.get("x-object-meta-md5") if is_slo else h.get("etag", "").strip('"')
-        return ObjectInfo(key=key, size=int(h.get("content-length", "0")), md5=md5 or None)
+        modified = float(h["x-timestamp"]) if "x-timestamp" in h else None
+        return ObjectInfo(key=key, size=int(h.get("content-length", "0")), md5=md5 or None, modified=modified)
 
     async def delete(self, key: str) -> bool:
         """Delete an object; an SLO with its segments (``multipart-manifest=delete``)."""
@@ -695,7 +697,8 @@ class SwiftStorage(Storage):
                 if self.segment_prefix and item["name"].startswith(self.segment_prefix):
                     continue  # SLO segments kept beside the objects
                 md5 = None if "slo_etag" in item else item.get("hash")
-                yield ObjectInfo(key=item["name"], size=int(item["bytes"]), md5=md5)
+                modified = _listing_time(item.get("last_modified"))
+                yield ObjectInfo(key=item["name"], size=int(item["bytes"]), md5=md5, modified=modified)
             marker = items[-1]["name"]
 
     async def check(self) -> None:
@@ -736,3 +739,10 @@ class SwiftStorage(Storage):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _listing_time(value: str | None) -> float | None:
+    """A container listing's ``last_modified`` (ISO 8601, UTC without an offset) as POSIX time."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()

@@ -16,11 +16,12 @@ from starlette.responses import Response
 
 from updown_app.core.errors import DomainError, NotFound
 from updown_app.http.errors import ApiError, error_response
+from updown_app.http.middleware.host import hostname
 from updown_app.http.state import ctx
 from updown_app.http.wire import ranges
 from updown_app.http.wire.headers import PRIVATE_CACHE, file_headers
 from updown_app.http.wire.streaming import ObjectResponse
-from updown_app.metadata.models import File, Visibility
+from updown_app.metadata.models import File
 from updown_app.runtime import Runtime
 from updown_app.storage.base import StorageError, StorageUnavailableError
 
@@ -30,10 +31,7 @@ _NOT_FOUND = NotFound("not_found", "no such file")
 
 
 def request_host(request: Request) -> str:
-    host = request.headers.get("host", "")
-    if host.startswith("["):  # IPv6 literal
-        return host[: host.find("]") + 1].lower()
-    return host.rsplit(":", 1)[0].lower() if ":" in host else host.lower()
+    return hostname(request.headers.get("host", ""))
 
 
 async def find_file(context: Runtime, request: Request) -> tuple[File, bool]:
@@ -42,8 +40,9 @@ async def find_file(context: Runtime, request: Request) -> tuple[File, bool]:
     host = request_host(request)
     settings = context.settings
     if host == settings.public_host:
-        file = await context.catalog.published(params["package"], params["revision"], params["filename"])
-        if file is None or file.visibility != Visibility.public:
+        # One query whatever the reason for a 404 (missing, unpublished, private): no timing oracle.
+        file = await context.catalog.published_public(params["package"], params["revision"], params["filename"])
+        if file is None:
             raise _NOT_FOUND
         return file, False
     if host == settings.private_host:

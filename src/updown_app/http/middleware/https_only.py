@@ -1,5 +1,9 @@
 """HTTPS only: plain-HTTP requests are answered ``308`` to the same URL on HTTPS.
 
+The target's hostname is one of the configured ones (``public_host``, ``private_host``): the request's when it
+names one of them, else the public host. A client's ``Host`` is never echoed (it would make the service an open
+redirector and let a forged ``Host`` poison a cached redirect). ``Host`` itself is checked before (host.py).
+
 The scheme comes from the connection, or from ``X-Forwarded-Proto`` when uvicorn's ProxyHeadersMiddleware (set
 up with ``trusted_proxies`` only) accepted it. Health and metrics endpoints stay reachable over plain HTTP for
 load balancers and Prometheus on the internal network.
@@ -7,20 +11,21 @@ load balancers and Prometheus on the internal network.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from updown_app.http.errors import error_response
+from updown_app.http.middleware.host import hostname
 
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
 class HttpsOnlyMiddleware:
-    def __init__(self, app: ASGIApp, redirect_port: int, hsts: bool) -> None:
+    def __init__(self, app: ASGIApp, redirect_port: int, hsts: bool, hostnames: Sequence[str]) -> None:
         self.app = app
+        self.hostnames = [h.lower() for h in hostnames]  # the first is where any other Host is sent
         self.port_suffix = "" if redirect_port == 443 else f":{redirect_port}"
         self.hsts = hsts
 
@@ -43,13 +48,10 @@ class HttpsOnlyMiddleware:
         if scope["path"] in EXEMPT:
             await self.app(scope, receive, send)
             return
-        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-        if not _HOST_RE.match(host):
-            response = error_response(400, "invalid_host", "missing or malformed Host header")
-        else:
-            hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            target = f"https://{hostname}{self.port_suffix}{scope['raw_path'].decode('latin-1')}"
-            if scope.get("query_string"):
-                target += "?" + scope["query_string"].decode("latin-1")
-            response = error_response(308, "https_required", "use HTTPS", {"location": target})
+        asked = hostname(dict(scope["headers"]).get(b"host", b"").decode("latin-1"))
+        name = asked if asked in self.hostnames else self.hostnames[0]
+        target = f"https://{name}{self.port_suffix}{scope['raw_path'].decode('latin-1')}"
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        response = error_response(308, "https_required", "use HTTPS", {"location": target})
         await response(scope, receive, send)

@@ -3,8 +3,11 @@ endpoint."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -12,6 +15,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from updown_app.auth.links import redacted_path  # link tokens never reach the logs
+from updown_app.http.errors import error_response
+from updown_app.http.state import ctx
 from updown_app.metrics import BYTES_IN, BYTES_OUT, DURATION, REQUESTS
 
 access_log = logging.getLogger("updown.access")
@@ -78,5 +83,20 @@ class MetricsMiddleware:
                 )
 
 
+def _allowed(client: str | None, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(client or "")
+    except ValueError:  # a Unix socket, or no client at all
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
 async def metrics_endpoint(request: Request) -> Response:
+    """Only to ``metrics_allowed`` (it names internal addresses): the client's address, which uvicorn's proxy
+    middleware has already taken from ``X-Forwarded-For`` when a trusted proxy sent it."""
+    client = request.client.host if request.client else None
+    if not _allowed(client, ctx(request).settings.metrics_allowed):
+        return error_response(403, "forbidden", "metrics are served to the allowed addresses only")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
