@@ -168,11 +168,15 @@ def publish(client: UpdownClient, directory: Path, size: int, visibility: str = 
 
 
 def wait_ready(http: httpx.Client, frontends: list[str], path: str, timeout: float = 60) -> None:
-    """Until a download through every frontend works again (the app units are back in HAProxy and Varnish)."""
+    """Until the app answers through every frontend again on both of its ways there: a download (Varnish, which may
+    answer it from its cache alone) and the API (HAProxy straight to the app units, by health checks of its own)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if all(http.get(f + path).status_code == 200 for f in frontends):
+            if all(
+                http.get(f + path).status_code == 200 and http.get(f + "/v1/files/0").status_code not in (502, 503, 504)
+                for f in frontends
+            ):
                 return
         except httpx.HTTPError:
             pass
