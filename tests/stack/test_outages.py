@@ -167,6 +167,36 @@ def publish(client: UpdownClient, directory: Path, size: int, visibility: str = 
     return record["id"], record["path"], data
 
 
+def prime(http: httpx.Client, frontends: list[str], path: str, data: bytes) -> None:
+    """Until every frontend answers `path` from Varnish's cache (the outage tests' proof that grace serves it)."""
+    deadline = time.monotonic() + 20
+    for frontend in frontends:
+        while True:
+            r = http.get(frontend + path)
+            assert r.status_code == 200 and r.content == data, (frontend, r.status_code, r.text[:300])
+            if r.headers.get("x-cache") == "HIT":
+                break
+            assert time.monotonic() < deadline, (frontend, dict(r.headers))
+            time.sleep(0.2)
+
+
+@pytest.fixture(autouse=True)
+def recovered(http: httpx.Client, frontends: list[str]) -> None:
+    """Each test starts on a stack whose API answers through every frontend: a test that failed during its outage
+    must not fail the next one too (HAProxy takes a few health checks to bring the app units back)."""
+    deadline = time.monotonic() + 60
+    while not all(_api_up(http, f) for f in frontends):
+        assert time.monotonic() < deadline, "the stack did not recover from the previous test"
+        time.sleep(0.5)
+
+
+def _api_up(http: httpx.Client, frontend: str) -> bool:
+    try:
+        return http.get(frontend + "/v1/files/0").status_code not in (502, 503, 504)
+    except httpx.HTTPError:
+        return False
+
+
 def wait_ready(http: httpx.Client, frontends: list[str], path: str, timeout: float = 60) -> None:
     """Until the app answers through every frontend again on both of its ways there: a download (Varnish, which may
     answer it from its cache alone) and the API (HAProxy straight to the app units, by health checks of its own)."""
@@ -249,7 +279,8 @@ def outage_rounds(
                 assert time.monotonic() - start < 8, (where, time.monotonic() - start)
                 assert_json_503(r, f"{where} via {frontend}", seen)
             r = http.get(frontend + cached[0])
-            assert r.status_code == 200 and r.content == cached[1] and r.headers["x-cache"] == "HIT"
+            assert r.status_code == 200 and r.content == cached[1] and r.headers["x-cache"] == "HIT", (
+                frontend, r.status_code, dict(r.headers), r.text[:300])  # fmt: skip
         time.sleep(0.3)
     return seen
 
@@ -265,8 +296,7 @@ def test_database_stopped_every_entry_point_answers_json_503_with_retry_after(
 ) -> None:
     sso, store = sso_and_store
     _, cached_path, cached_data = publish(client, tmp_path, 10_000)
-    for frontend in frontends:
-        http.get(frontend + cached_path)
+    prime(http, frontends, cached_path, cached_data)
     file_id, public_path, _ = publish(client, tmp_path, 20_000)
     _, private_path, _ = publish(client, tmp_path, 30_000, visibility="private")
     token = sso.issue(secrets.token_urlsafe(24), "alice")
@@ -316,8 +346,7 @@ def test_swift_stopped_every_entry_point_answers_json_503_with_retry_after(
 ) -> None:
     sso, store = sso_and_store
     _, cached_path, cached_data = publish(client, tmp_path, 10_000)
-    for frontend in frontends:
-        http.get(frontend + cached_path)
+    prime(http, frontends, cached_path, cached_data)
     _, public_path, _ = publish(client, tmp_path, 20_000)
     _, private_path, _ = publish(client, tmp_path, 30_000, visibility="private")
     token = sso.issue(secrets.token_urlsafe(24), "alice")
