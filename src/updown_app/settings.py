@@ -342,6 +342,30 @@ class UpstreamSettings(BaseModel):
         return self
 
 
+class ConnectionLimits(BaseModel):
+    """What one client connection may hold of the server (the single node is exposed directly)."""
+
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="Bytes of a request line and headers together; more: 431."
+    )
+    max_header_count: int = Field(default=100, ge=8, description="Header fields of a request; more: 431.")
+    header_timeout: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds for a whole request head, from its first byte (or the connection's start).",
+    )
+    body_timeout: float = Field(default=30.0, gt=0, description="Longest pause while a request body is received.")
+    send_timeout: float = Field(
+        default=60.0, gt=0, description="Longest time a client may accept no byte of a response."
+    )
+    idle_timeout: float = Field(default=75.0, gt=0, description="Seconds an idle keep-alive connection is kept.")
+    tls_handshake_timeout: float = Field(default=10.0, gt=0, description="Seconds for a TLS handshake.")
+    max_connections: int = Field(
+        default=4096, ge=16, description="Open connections per process; more are answered 503 and closed."
+    )
+    retry_after: int = Field(default=5, ge=1, description="Retry-After of the 503 when max_connections is reached.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="UPDOWN_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -386,6 +410,8 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = Field(
         default_factory=list, description="Addresses/CIDRs whose X-Forwarded-Proto/For are trusted."
     )
+    # What one client connection may hold: head size and fields, header/body/send/idle timeouts, connections.
+    limits: ConnectionLimits = ConnectionLimits()
     metrics_allowed: list[IPvAnyNetwork] = Field(
         default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")],
         description="Addresses/CIDRs /metrics answers (the client's address, after trusted proxies); others: 403.",

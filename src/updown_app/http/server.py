@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
+import resource
 import secrets
 import shlex
 import shutil
@@ -17,7 +19,7 @@ import socket
 import sys
 from collections.abc import Generator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import uvicorn
 
@@ -54,6 +56,11 @@ def ensure_local_key(settings: Settings) -> Path | None:
     return path
 
 
+def protocol(settings: Settings) -> type[asyncio.Protocol]:
+    """The HTTP protocol with the configured connection limits (a partial, so worker processes can unpickle it)."""
+    return cast("type[asyncio.Protocol]", functools.partial(JsonErrorsProtocol, limits=settings.limits))
+
+
 def _config(
     settings: Settings, port: int, tls: tuple[Path, Path] | None, lifespan: Literal["on", "off"]
 ) -> uvicorn.Config:
@@ -62,14 +69,14 @@ def _config(
         host=settings.bind,
         port=port,
         loop="uvloop",
-        http=JsonErrorsProtocol,
+        http=protocol(settings),
         lifespan=lifespan,
         proxy_headers=False,  # ours is configured from trusted_proxies, never uvicorn's default trust of loopback
         server_header=False,
         date_header=True,
         access_log=False,
         log_config=None,
-        timeout_keep_alive=75,
+        timeout_keep_alive=int(settings.limits.idle_timeout),
         ssl_certfile=str(tls[0]) if tls else None,
         ssl_keyfile=str(tls[1]) if tls else None,
     )
@@ -151,7 +158,31 @@ def listening_socket(host: str, port: int, notsent_lowat: int) -> socket.socket:
     return sock
 
 
+def bound_tls_handshakes(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    """uvicorn creates its servers without TLS timeouts, so asyncio's defaults would let a client that never starts
+    a handshake hold a connection for 60 s, and one that never answers the server's close_notify (a slowloris that
+    keeps sending after its 408) for 30 s more; every TLS server of this loop gets ``timeout`` for both instead."""
+    create_server = loop.create_server
+
+    async def with_timeout(*args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", timeout)
+            kwargs.setdefault("ssl_shutdown_timeout", timeout)
+        return await create_server(*args, **kwargs)
+
+    loop.create_server = with_timeout  # type: ignore[method-assign]
+
+
+def raise_open_files_limit(wanted: int) -> None:
+    """Each connection is a file descriptor: lift the soft limit towards what max_connections needs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 async def _serve(settings: Settings, tls: tuple[Path, Path] | None) -> None:
+    bound_tls_handshakes(asyncio.get_running_loop(), settings.limits.tls_handshake_timeout)
     main = uvicorn.Server(_config(settings, settings.port, tls, "on"))
     main_socket = listening_socket(settings.bind, settings.port, settings.tcp_notsent_lowat)
     servers = [main]
@@ -167,6 +198,7 @@ async def _serve(settings: Settings, tls: tuple[Path, Path] | None) -> None:
 
 def serve(settings: Settings) -> None:
     setup_logging(settings.log_level)
+    raise_open_files_limit(settings.limits.max_connections + 256)  # + the database, store and cache connections
     key_file = ensure_local_key(settings)
     tls: tuple[Path, Path] | None = None
     if settings.tls:
@@ -184,12 +216,12 @@ def serve(settings: Settings) -> None:
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http=JsonErrorsProtocol,
+            http=protocol(settings),
             proxy_headers=False,
             server_header=False,
             access_log=False,
             log_config=None,
-            timeout_keep_alive=75,
+            timeout_keep_alive=int(settings.limits.idle_timeout),
         )
         return
     print(
