@@ -18,9 +18,9 @@ The parser's own ``400`` (a malformed request line or header, a bad chunk size) 
 can answer in JSON: a TLS handshake that fails or times out (there is no HTTP yet, see server.py), and a
 connection the client or the kernel drops before a whole request arrived; those are closed.
 
-Why a subclass and not another server: uvicorn (uvloop + httptools) is the fastest of the three measured (see
-benchmarks/README.md); Hypercorn has header and read timeouts but is slower, Granian has neither a header-size
-nor a header-read limit. The hooks needed are few: every one is a parser callback or a transport event.
+Why a subclass and not another server: the hooks needed are few (each is a parser callback or a transport event)
+and uvicorn with uvloop + httptools is the server the benchmarks were measured on; Hypercorn and Granian have not
+been measured against these limits yet (benchmarks/README.md will say when they are).
 """
 
 from __future__ import annotations
