@@ -358,7 +358,7 @@ class ConnectionLimits(BaseModel):
     send_timeout: float = Field(
         default=60.0, gt=0, description="Longest time a client may accept no byte of a response."
     )
-    idle_timeout: float = Field(default=75.0, gt=0, description="Seconds an idle keep-alive connection is kept.")
+    idle_timeout: int = Field(default=75, ge=1, description="Seconds an idle keep-alive connection is kept.")
     tls_handshake_timeout: float = Field(default=10.0, gt=0, description="Seconds for a TLS handshake.")
     max_connections: int = Field(
         default=4096, ge=16, description="Open connections per process; more are answered 503 and closed."

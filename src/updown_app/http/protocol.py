@@ -81,6 +81,7 @@ class JsonErrorsProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._message_ended = False  # in the read being parsed
+        self._last_read = 0.0  # loop time of the last read
         self._refused = False  # answered by this class, closing: feed the parser nothing more
 
     # Connection events ---------------------------------------------------------------------------------------------
@@ -107,9 +108,7 @@ class JsonErrorsProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self._in_head and self._head_timer is None:  # a keep-alive connection's next request begins
             self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._last_read = self.loop.time()
         self._message_ended = False
         try:
             self.parser.feed_data(data)
@@ -134,7 +133,8 @@ class JsonErrorsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse_head_too_large("request headers are too large")
-        elif self.cycle is not None and self.cycle.more_body and not self.cycle.response_complete:
+        elif self._body_timer is None and self.cycle is not None and self.cycle.more_body:
+            # One timer per body, moved on lazily when it fires (not a new timer for every read of an upload).
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
 
     def pause_writing(self) -> None:
@@ -195,13 +195,15 @@ class JsonErrorsProtocol(HttpToolsProtocol):
     def _refuse_head_too_large(self, message: str) -> None:
         self._refuse(431, "headers_too_large", message)
 
-    def _refuse(self, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
+    def _refuse(
+        self, status: int, code: str, message: str, extra: dict[str, str] | None = None, *, answer: bool = True
+    ) -> None:
         """Answer on the wire, out of the app's sight, and close. The request in progress (if any) sees a disconnect,
         so the app stops and undoes what it started (an upload's partial object)."""
         self._refused = True
         self._cancel_timers()
         cycle = self.cycle
-        if cycle is None or cycle.response_complete or not cycle.response_started:
+        if answer and (cycle is None or cycle.response_complete or not cycle.response_started):
             self.transport.write(json_answer(status, code, message, self.server_state.default_headers, extra))
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True
@@ -216,19 +218,19 @@ class JsonErrorsProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self.transport.is_closing():
             return
-        if self._head_bytes == 0:
-            self._refused = True  # nothing of a request arrived: there is no one to answer
-            self._cancel_timers()
-            self.transport.close()
+        if self._head_bytes == 0:  # nothing of a request arrived: there is no one to answer
+            self._refuse(408, "", "", answer=False)
             return
         self._refuse(408, "request_timeout", "the request headers took too long")
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.cycle is None or self.cycle.response_complete:
             return
-        if self.flow.read_paused:  # the app is not reading yet: the client is not the one stalling
-            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+        quiet = self.loop.time() - self._last_read
+        if quiet < self.limits.body_timeout or self.flow.read_paused:  # read since, or the app is not reading yet
+            delay = self.limits.body_timeout - (0.0 if self.flow.read_paused else quiet)
+            self._body_timer = self.loop.call_later(delay, self._body_timed_out)
             return
         self._refuse(408, "request_timeout", "the request body stalled")
 

@@ -76,7 +76,7 @@ def _config(
         date_header=True,
         access_log=False,
         log_config=None,
-        timeout_keep_alive=int(settings.limits.idle_timeout),
+        timeout_keep_alive=settings.limits.idle_timeout,
         ssl_certfile=str(tls[0]) if tls else None,
         ssl_keyfile=str(tls[1]) if tls else None,
     )
@@ -221,7 +221,7 @@ def serve(settings: Settings) -> None:
             server_header=False,
             access_log=False,
             log_config=None,
-            timeout_keep_alive=int(settings.limits.idle_timeout),
+            timeout_keep_alive=settings.limits.idle_timeout,
         )
         return
     print(
