@@ -47,6 +47,10 @@ READ_CACHE_BREAKER_OPENS = Counter(
     "Times a backend cache unit was taken out of the read path for a while after failing (circuit breaker)",
     ["unit"],
 )
+STORAGE_BREAKER_OPENS = Counter(
+    "updown_storage_breaker_opens_total",
+    "Times the object store failed a call and was skipped for a while (circuit breaker: calls answer 503 at once)",
+)
 CACHE_PURGES = Counter("updown_cache_purges_total", "Paths purged from a frontend cache unit", ["endpoint"])
 CACHE_PURGE_FAILURES = Counter(
     "updown_cache_purge_failures_total", "Failed purge attempts of a frontend cache unit", ["endpoint"]

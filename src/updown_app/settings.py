@@ -42,6 +42,12 @@ class StorageTimeouts(BaseModel):
     retry_backoff: float = Field(
         default=0.25, ge=0, description="First retry delay; doubles each retry (capped at 5 s)."
     )
+    breaker_cooldown: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds the store is skipped after a call failed for it being unreachable (retries spent): "
+        "calls answer 503 at once meanwhile, then one tries it again. 0: never skipped.",
+    )
 
 
 class SwiftStorageSettings(StorageTimeouts):

@@ -26,6 +26,7 @@ from tests.support.swift import SWIFT_KEY, SWIFT_URL, SWIFT_USER, swift_env
 from tests.support.tus import TUS, fields_for, uploader
 from updown_app.settings import Settings
 from updown_app.storage import create_storage
+from updown_app.storage.breaker import GuardedStorage
 from updown_app.storage.swift import SwiftStorage
 
 MiB = 1024 * 1024
@@ -60,7 +61,8 @@ def leftover_parts(env: dict[str, str], object_key: str) -> list[str]:
     SLO manifest), seen through a fresh backend built from the same settings."""
 
     async def run() -> list[str]:
-        storage = create_storage(Settings())
+        guarded = create_storage(Settings())
+        storage = guarded.inner if isinstance(guarded, GuardedStorage) else guarded
         try:
             owned: set[str] = set()
             if isinstance(storage, SwiftStorage):

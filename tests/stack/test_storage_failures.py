@@ -28,6 +28,9 @@ from tests.support.forms import form, multipart, signed_headers, upload_fields
 from tests.support.server import KEY_ID, ServerProcess, free_port, make_server
 from updown_app.http.handlers.health import READY_CACHE_TTL
 
+BREAKER_COOLDOWN = 1.0  # these apps' (swift_env): after a failed call the store is skipped that long
+BREAKER_METRIC = "updown_storage_breaker_opens_total"
+
 MiB = 1024 * 1024
 SWIFT_URL = os.environ.get("UPDOWN_TEST_SWIFT_URL")
 SWIFT_USER = os.environ.get("UPDOWN_TEST_SWIFT_USER", "test:tester")
@@ -92,6 +95,7 @@ def swift_env(auth_url: str, container: str, **over: str) -> dict[str, str]:
         "UPDOWN_STORAGE__SWIFT__IDLE_TIMEOUT": "10",
         "UPDOWN_STORAGE__SWIFT__RETRIES": "2",
         "UPDOWN_STORAGE__SWIFT__RETRY_BACKOFF": "0.1",
+        "UPDOWN_STORAGE__SWIFT__BREAKER_COOLDOWN": str(BREAKER_COOLDOWN),
     }
     env.update({f"UPDOWN_STORAGE__SWIFT__{k.upper()}": v for k, v in over.items()})
     return env
@@ -163,10 +167,53 @@ def test_download_while_swift_is_down_is_503_then_recovers(
         ready = http.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["storage"] != "ok"
         proxy.start()
-        r = http.get("/fail/1/down.bin")
+        r = back_within(http, "/fail/1/down.bin", BREAKER_COOLDOWN + 2)
         assert r.status_code == 200 and r.content == data
         time.sleep(READY_CACHE_TTL)
         assert http.get("/readyz").status_code == 200
+
+
+def back_within(http: httpx.Client, path: str, seconds: float, **kw: Any) -> httpx.Response:
+    """The first answer that is not 503: the store is skipped for its breaker's cooldown after it failed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        r = http.get(path, **kw)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            return r
+        time.sleep(0.2)
+
+
+def test_after_the_store_failed_a_call_requests_get_503_at_once_then_it_is_tried_again(
+    proxy: SwiftProxy, tmp_path: Path
+) -> None:
+    """The breaker: while Swift is down, one request pays the store's retries; the next ones answer 503 in
+    milliseconds instead of each waiting as long (a resume sent during an outage, a client retrying)."""
+    container = f"failures-{uuid.uuid4().hex[:8]}"
+    env = swift_env(f"{proxy.url}/auth/v1.0", container, retries="3", retry_backoff="0.3", breaker_cooldown="3")
+    srv = make_server(tmp_path / "app", extra_env=env).start()
+    try:
+        data = os.urandom(MiB + 3)
+        upload(srv, tmp_path, data, "guarded.bin")
+        proxy.kill()
+        with srv.http(host="localhost") as http:
+            started = time.monotonic()
+            assert_503(http.get("/fail/1/guarded.bin"))
+            first = time.monotonic() - started
+            assert first > 1.5, first  # this one tried the store: 0.3 + 0.6 + 1.2 s of backoff
+            took = []
+            for i in range(5):
+                started = time.monotonic()
+                assert_503(http.get("/fail/1/guarded.bin", headers={"range": f"bytes={i}-"}))
+                took.append(time.monotonic() - started)
+            assert max(took) < 0.5, took
+            opens = [ln for ln in http.get("/metrics").text.splitlines() if ln.startswith(BREAKER_METRIC)]
+            assert opens and float(opens[0].split()[-1]) >= 1, opens
+            proxy.start()
+            r = back_within(http, "/fail/1/guarded.bin", 3 + 2)  # the cooldown, then one request tries the store
+            assert r.status_code == 200 and r.content == data
+            assert http.get("/fail/1/guarded.bin", headers={"range": "bytes=5-9"}).content == data[5:10]
+    finally:
+        srv.stop()
 
 
 def test_proxy_killed_mid_download(app: ServerProcess, proxy: SwiftProxy, tmp_path: Path) -> None:
@@ -184,10 +231,13 @@ def test_proxy_killed_mid_download(app: ServerProcess, proxy: SwiftProxy, tmp_pa
                         time.sleep(0.2)
         assert 0 < len(received) < len(data)
         assert received == data[: len(received)]
-        # While Swift is away, a new request (a resume) is answered 503 + Retry-After at once.
+        # While Swift is away, a new request (a resume) is answered 503 + Retry-After at once: the download's
+        # failure opened the store's breaker.
+        started = time.monotonic()
         assert_503(http.get("/fail/1/big.bin", headers={"range": f"bytes={len(received)}-"}))
+        assert time.monotonic() - started < 0.5, time.monotonic() - started
         proxy.start()
-        r = http.get("/fail/1/big.bin", headers={"range": f"bytes={len(received)}-"})
+        r = back_within(http, "/fail/1/big.bin", BREAKER_COOLDOWN + 2, headers={"range": f"bytes={len(received)}-"})
         assert r.status_code == 206
         assert hashlib.sha256(bytes(received) + r.content).digest() == hashlib.sha256(data).digest()
     assert "broke off" in app.log()  # the store stream was retried before giving up
@@ -270,6 +320,7 @@ def test_proxy_killed_mid_upload(app: ServerProcess, proxy: SwiftProxy, tmp_path
     while admin.names(f"{container}_segments") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert admin.names(f"{container}_segments") == []
+    time.sleep(BREAKER_COOLDOWN)  # the failed upload opened the store's breaker
     r = _paused_upload(app, data, "up.bin", len(data) * 2, threading.Event(), threading.Event())
     assert r.status_code == 201, r.text
     assert admin.names(container) == [key]

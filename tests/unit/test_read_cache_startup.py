@@ -10,6 +10,7 @@ import pytest
 from tests.support.server import make_server
 from updown_app.settings import Settings
 from updown_app.storage import create_storage
+from updown_app.storage.breaker import GuardedStorage
 from updown_app.storage.read_cache import ReadCacheStorage
 from updown_app.storage.swift import SwiftStorage
 
@@ -42,7 +43,8 @@ def test_swift_with_a_key_reads_through_the_caches(tmp_path: Path) -> None:
         caches={"backends": BACKENDS},  # type: ignore[arg-type]
     )
     storage = create_storage(settings)
-    assert isinstance(storage, ReadCacheStorage) and isinstance(storage.inner, SwiftStorage)
+    assert isinstance(storage, ReadCacheStorage) and isinstance(storage.inner, GuardedStorage)
+    assert isinstance(storage.inner.inner, SwiftStorage)  # a store whose calls fail skipped, under the cache
     assert storage.unit_for("any/key") == "updown-cache-backend/0"
     assert not isinstance(create_storage(Settings(data_dir=tmp_path)), ReadCacheStorage)  # none configured
 

@@ -31,6 +31,17 @@ def create_storage(settings: Settings, units: CacheUnits | None = None) -> Stora
 
 
 def _backend(settings: Settings) -> Storage:
+    """The store itself; a network store behind its breaker (``breaker.GuardedStorage``)."""
+    store = _store(settings)
+    network = settings.storage.swift if settings.storage.backend == "swift" else settings.storage.s3
+    if settings.storage.backend == "local" or network is None or network.breaker_cooldown <= 0:
+        return store
+    from updown_app.storage.breaker import GuardedStorage
+
+    return GuardedStorage(store, network.breaker_cooldown)
+
+
+def _store(settings: Settings) -> Storage:
     if settings.storage.backend == "local":
         from updown_app.storage.local import LocalStorage
 

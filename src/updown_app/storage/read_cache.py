@@ -18,15 +18,14 @@ its keys go to the store at once, reason ``circuit_open``; counted in ``updown_r
 then one read tries it again. Its read timeout is well below the frontends' (Varnish's first byte: 60 s), so a
 hung unit costs one download a couple of seconds, not the frontend's timeout. Reads through a unit are counted in
 ``updown_read_cache_reads_total{unit,cache}`` with the unit's ``X-Cache`` (HIT or MISS). Everything else (writes,
-parts, heads, deletes, listings, readiness) goes to the real backend.
+parts, heads, deletes, listings, readiness) goes to the real backend (``StorageWrapper``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,7 +34,9 @@ from uhashring import HashRing
 from updown_app.caches.units import CacheUnits
 from updown_app.metrics import READ_CACHE_BREAKER_OPENS, READ_CACHE_FALLBACKS, READ_CACHE_READS
 from updown_app.settings import Settings
-from updown_app.storage.base import ObjectInfo, PartInfo, Storage, StorageError
+from updown_app.storage.base import Storage, StorageError
+from updown_app.storage.breaker import CircuitBreaker
+from updown_app.storage.wrapper import StorageWrapper
 
 log = logging.getLogger("updown.storage.read_cache")
 
@@ -68,48 +69,20 @@ def check_presignable(settings: Settings) -> None:
         )
 
 
-class CircuitBreaker:
-    """Per backend cache unit: closed (reads go through it), open (reads skip it until the cooldown ends), then one
-    trial read (half-open) whose success closes it and failure opens it again. Own code: a few lines keyed by unit,
-    where the libraries (pybreaker, aiobreaker) wrap one callable each."""
+def _unit_out(unit: str, reason: str, seconds: float) -> None:
+    READ_CACHE_BREAKER_OPENS.labels(unit).inc()
+    log.warning(
+        "backend cache unit taken out of the read path",
+        extra={"cache_unit": unit, "reason": reason, "seconds": seconds},
+    )
 
-    def __init__(
-        self,
-        threshold: int = BREAKER_THRESHOLD,
-        cooldown: float = BREAKER_COOLDOWN,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.threshold = threshold
-        self.cooldown = cooldown
-        self.clock = clock
-        self.failures: dict[str, int] = {}
-        self.open_until: dict[str, float] = {}
 
-    def allow(self, unit: str) -> bool:
-        until = self.open_until.get(unit)
-        if until is None:
-            return True
-        if self.clock() < until:
-            return False
-        self.open_until[unit] = self.clock() + self.cooldown  # this read is the trial; the others still skip it
-        return True
+def _unit_back(unit: str) -> None:
+    log.info("backend cache unit is back in the read path", extra={"cache_unit": unit})
 
-    def succeeded(self, unit: str) -> None:
-        self.failures.pop(unit, None)
-        if self.open_until.pop(unit, None) is not None:
-            log.info("backend cache unit is back in the read path", extra={"cache_unit": unit})
 
-    def failed(self, unit: str, reason: str) -> None:
-        count = self.failures.get(unit, 0) + (self.threshold if reason == "timeout" else 1)
-        self.failures[unit] = count
-        if count >= self.threshold:
-            self.failures[unit] = 0
-            self.open_until[unit] = self.clock() + self.cooldown
-            READ_CACHE_BREAKER_OPENS.labels(unit).inc()
-            log.warning(
-                "backend cache unit taken out of the read path",
-                extra={"cache_unit": unit, "reason": reason, "seconds": self.cooldown},
-            )
+def unit_breaker() -> CircuitBreaker:
+    return CircuitBreaker(BREAKER_THRESHOLD, BREAKER_COOLDOWN, on_open=_unit_out, on_close=_unit_back)
 
 
 class _UnitFailed(Exception):
@@ -118,7 +91,7 @@ class _UnitFailed(Exception):
         self.reason = reason
 
 
-class ReadCacheStorage(Storage):
+class ReadCacheStorage(StorageWrapper):
     """``inner`` with its object reads going through the backend cache units ``{unit name: http://address:port}``."""
 
     def __init__(
@@ -135,8 +108,7 @@ class ReadCacheStorage(Storage):
         self.units = backends if isinstance(backends, CacheUnits) else CacheUnits(backends=dict(backends))
         if not self.units.dynamic and not self.units.backends:
             raise ValueError("ReadCacheStorage needs at least one backend cache unit")
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self._generation = -1
         self.backends: dict[str, str] = {}
         self.ring: HashRing | None = None
@@ -145,7 +117,7 @@ class ReadCacheStorage(Storage):
         self.presign_ttl = presign_ttl
         self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=10.0, pool=connect_timeout)
         self._client: httpx.AsyncClient | None = None
-        self.breaker = breaker or CircuitBreaker()
+        self.breaker = breaker or unit_breaker()
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -215,7 +187,7 @@ class ReadCacheStorage(Storage):
             finally:
                 await response.aclose()
         if reason in _SICK:
-            self.breaker.failed(unit, reason)
+            self.breaker.failed(unit, reason, weight=self.breaker.threshold if reason == "timeout" else 1)
         self._fallback(unit, key, reason, offset + delivered)
         rest = None if length is None else length - delivered
         async for chunk in self.inner.get(key, offset + delivered, rest):
@@ -266,49 +238,6 @@ class ReadCacheStorage(Storage):
             "backend cache unit failed, reading the store directly",
             extra={"cache_unit": unit, "object_key": key, "reason": reason, "offset": offset},
         )
-
-    # Everything else: the real backend ---------------------------------------------------------------------
-
-    async def put(self, key: str, body: AsyncIterator[bytes], *, size: int, md5: str) -> None:
-        await self.inner.put(key, body, size=size, md5=md5)
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        return await self.inner.head(key)
-
-    async def delete(self, key: str) -> bool:
-        return await self.inner.delete(key)
-
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    async def check(self) -> None:
-        await self.inner.check()
-
-    async def sweep_partials(self, older_than: float) -> tuple[int, int]:
-        return await self.inner.sweep_partials(older_than)
-
-    async def put_part(self, key: str, data: bytes) -> str:
-        return await self.inner.put_part(key, data)
-
-    def get_part(self, key: str) -> AsyncIterator[bytes]:
-        return self.inner.get_part(key)
-
-    async def delete_part(self, key: str) -> bool:
-        return await self.inner.delete_part(key)
-
-    def list_parts(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        return self.inner.list_parts(prefix)
-
-    def assembles_in_place(self, parts: Sequence[PartInfo]) -> bool:
-        return self.inner.assembles_in_place(parts)
-
-    async def assemble(
-        self, key: str, parts: Sequence[PartInfo], body: AsyncIterator[bytes], *, size: int, md5: str
-    ) -> bool:
-        return await self.inner.assemble(key, parts, body, size=size, md5=md5)
-
-    async def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:
-        return await self.inner.presigned_url(key, expires_in)
 
     async def close(self) -> None:
         if self._client is not None:
