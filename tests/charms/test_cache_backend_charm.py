@@ -4,12 +4,14 @@ commands it would run out."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 from ops import testing
 
 import charm as charm_module
 import workload
+from updown_app.storage.read_cache import READ_TIMEOUT
 
 UPSTREAM = "https://swift.example.test"
 CONFIG = {"role": "backend", "upstream-url": UPSTREAM}
@@ -64,6 +66,9 @@ def test_config_renders_checks_and_reloads_nginx(cache_ctx, cache_host):
     assert "proxy_ssl_verify on;" in cfg and "proxy_ssl_name swift.example.test;" in cfg
     assert f"proxy_ssl_trusted_certificate {workload.SYSTEM_CA_BUNDLE};" in cfg
     assert "proxy_cache_valid 200 206 " in cfg and "proxy_cache_lock on;" in cfg
+    # A request waiting behind another's fetch of its slice gives up before the app takes the unit for sick.
+    lock = re.search(r"proxy_cache_lock_timeout (\d+)s;", cfg)
+    assert lock is not None and int(lock.group(1)) < READ_TIMEOUT, lock
     assert "listen 0.0.0.0:6081;" in cfg and "user www-data;" in cfg
     # no frontend config is written, no frontend service touched
     assert not charm_module.LAYOUT.haproxy_cfg.exists() and not charm_module.LAYOUT.vcl.exists()

@@ -10,6 +10,7 @@ real, by the PIDs its stack recorded, without disturbing any other test.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import secrets
@@ -377,7 +378,7 @@ def test_swift_stopped_every_entry_point_answers_json_503_with_retry_after(
     wait_ready(http, frontends, public_path)
 
 
-def test_swift_dying_mid_download_truncates_at_once_and_a_resume_gets_a_quick_503(
+def test_swift_dying_mid_download_truncates_at_once_and_resumes_get_what_is_cached_then_a_quick_503(
     own, http, client, frontends, sso_and_store, tmp_path
 ) -> None:
     """On the private host (never cached by Varnish, which would fetch the whole file ahead of a slow client)."""
@@ -410,20 +411,49 @@ def test_swift_dying_mid_download_truncates_at_once_and_a_resume_gets_a_quick_50
     assert started.wait(30)
     killed = time.monotonic()
     own.proxy.kill()
+
+    def resume(offset: int) -> tuple[httpx.Response | None, bytes, float]:
+        """A resume from ``offset``: its answer, the body it carried before it ended or broke off, its time."""
+        begun = time.monotonic()
+        body = bytearray()
+        answer = None
+        try:
+            with http.stream("GET", frontend + path, headers={**headers, "Range": f"bytes={offset}-"}) as answer:
+                for chunk in answer.iter_raw(64 * 1024):
+                    body.extend(chunk)
+        except httpx.HTTPError:
+            pass
+        return answer, bytes(body), time.monotonic() - begun
+
     try:
         time.sleep(0.5)
-        resume_start = time.monotonic()
-        r = http.get(frontend + path, headers={**headers, "Range": f"bytes={len(got)}-"}, timeout=30)
-        resume_took = time.monotonic() - resume_start
+        offset = len(got)  # the reader may still be taking in what was buffered
+        first, carried, resume_took = resume(offset)
+        # What the backend cache unit holds of the rest may still come (a partial 206); where it ends, the store's
+        # breaker is open: the next resume hears 503 at once.
+        served = carried if first is not None and first.status_code == 206 else b""
+        again, again_body, again_took = resume(offset + len(served))
         reader.join(60)
         assert not reader.is_alive()
     finally:
         own.proxy.start()
     assert len(got) < len(data) and bytes(got) == data[: len(got)]  # truncated, never wrong bytes
-    assert r.status_code == 503 and r.headers["retry-after"], (r.status_code, r.text[:200])
-    assert r.json()["error"]["code"] in ("storage_unavailable", "unavailable")
-    print(f"resume answered in {resume_took:.2f} s, truncation {ended[0] - killed:.2f} s after the kill")
-    assert resume_took < 6, resume_took  # the app's 2 s read timeout of the unit + one store attempt
+    assert first is not None and first.status_code in (206, 503), first
+    if first.status_code == 503:
+        assert first.headers["retry-after"]
+        assert json.loads(carried)["error"]["code"] in ("storage_unavailable", "unavailable")
+    assert served == data[offset : offset + len(served)] and offset + len(served) < len(data)
+    assert again is not None and again.status_code == 503 and again.headers["retry-after"], again
+    assert json.loads(again_body)["error"]["code"] in ("storage_unavailable", "unavailable")
+    print(
+        f"resume: {first.status_code} with {len(served)} bytes in {resume_took:.2f} s, the next: 503 in "
+        f"{again_took:.2f} s, truncation {ended[0] - killed:.2f} s after the kill"
+    )
+    # The first requests of an outage pay what it takes to learn the store is gone: the app's 2 s read timeout of
+    # the backend unit (waiting on the store itself), then one round of the store's retries, answered 503 by the
+    # store's load balancer (5.3 s seen). Once one failed, the store's breaker answers the next ones at once.
+    assert resume_took < 7, resume_took
+    assert again_took < 1.0, again_took
     # Before the bounded store retries the client stalled ~17 s; what arrives after the kill is only what the
     # frontend and the sockets still buffer, read by this deliberately slow client (5.2 s seen on a busy box).
     assert ended[0] - killed < 8, ended[0] - killed

@@ -23,6 +23,7 @@ from updown_charms.values import Role
 logger = logging.getLogger(__name__)
 
 PACKAGES = ("haproxy", "varnish")  # role=frontend
+CACHE_LOCK_TIMEOUT = 1  # seconds; below updown_app.storage.read_cache.READ_TIMEOUT
 BACKEND_PACKAGES = ("nginx",)  # Debian/Ubuntu's nginx has the slice module (`nginx -V`: --with-http_slice_module)
 # The CA bundle nginx trusts for the store when `upstream-ca` is empty.
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -520,9 +521,12 @@ def render_nginx(state: CacheState, layout: Layout, *, user: str | None = NGINX_
         "            proxy_ignore_headers Cache-Control Expires Set-Cookie Vary X-Accel-Expires X-Accel-Redirect",
         "                                 X-Accel-Limit-Rate X-Accel-Buffering X-Accel-Charset;",
         "            proxy_hide_header Set-Cookie;",
-        "            # Concurrent misses of one slice make one upstream request.",
+        "            # Concurrent misses of one slice make one upstream request. A request waits for it at most",
+        "            # 1 s, then fetches on its own: below the app's 2 s read timeout of a unit, so a wait behind a",
+        "            # slow or failing fetch is never taken for a sick unit (and a resume during a store outage",
+        "            # hears the store's failure, not the lock's wait).",
         "            proxy_cache_lock on;",
-        "            proxy_cache_lock_timeout 60s;",
+        f"            proxy_cache_lock_timeout {CACHE_LOCK_TIMEOUT}s;",
         "            proxy_cache_lock_age 60s;",
         "            proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;",
         "",
