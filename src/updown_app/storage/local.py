@@ -34,15 +34,19 @@ class LocalStorage(Storage):
 
     def __init__(self, root: Path, chunk_size: int = 1024 * 1024) -> None:
         self.root = root
+        self._root = str(root)
         self.tmp = root / ".tmp"
         self.chunk_size = chunk_size
         self.tmp.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        parts = key.split("/")
-        if not key or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        return Path(self._file(key))
+
+    def _file(self, key: str) -> str:
+        # Strings, not Path objects: this is on every download's path.
+        if not key or any(p in ("", ".", "..") or p.startswith(".") for p in key.split("/")):
             raise ValueError(f"invalid object key {key!r}")
-        return self.root.joinpath(*parts)
+        return os.path.join(self._root, key)
 
     async def put(self, key: str, body: AsyncIterator[bytes], *, size: int, md5: str) -> None:
         final = self._path(key)
@@ -84,9 +88,8 @@ class LocalStorage(Storage):
             raise
 
     async def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, int | None]:
-        path = self._path(key)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(self._file(key), os.O_RDONLY)
         except FileNotFoundError:
             raise KeyError(key) from None
         try:

@@ -87,7 +87,7 @@ async def respond(context: Runtime, request: Request, file: File, private: bool)
     headers = file_headers(file, private)
     decision = ranges.evaluate(
         request.method,
-        {k: v for k, v in request.headers.items()},
+        request.headers,
         etag=headers["etag"],
         last_modified=file.created_at,
         size=file.size,

@@ -18,7 +18,24 @@ def _b64(file: File, name: str) -> str:
     return base64.b64encode(bytes.fromhex(getattr(file, name))).decode()
 
 
+# Built once per file and host kind: every header comes from the file's immutable record (its id never names
+# other bytes), and building them (dates, base64 of four digests, the MIME guess) was ~10% of a small download.
+_BUILT: dict[tuple[str, bool], dict[str, str]] = {}
+_BUILT_MAX = 8192
+
+
 def file_headers(file: File, private: bool) -> dict[str, str]:
+    """The download headers of ``file``: a fresh dict the caller may add to."""
+    key = (file.id, private)
+    built = _BUILT.get(key)
+    if built is None:
+        if len(_BUILT) >= _BUILT_MAX:
+            _BUILT.clear()
+        built = _BUILT[key] = _build(file, private)
+    return dict(built)
+
+
+def _build(file: File, private: bool) -> dict[str, str]:
     headers = {
         "etag": f'"{file.sha256}"',
         "content-type": mimetypes.guess_type(file.filename)[0] or "application/octet-stream",

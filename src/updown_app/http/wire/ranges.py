@@ -7,6 +7,7 @@ Pure functions over the request headers and the file's validators, so every case
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -117,7 +118,7 @@ def parse_range(header: str, size: int) -> ByteRange | None:
 
 def evaluate(
     method: str,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     *,
     etag: str,
     last_modified: datetime,
