@@ -13,7 +13,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-CMDLINE="$(env | grep -E '^(QUICK|DUR|REPS|WARM|UREPS|UPLOAD_SIZES|SLOW_[A-Z]+|SERVERS|PHASES|SRV_CPU|CLI_CPU|UPDATE_README)=' | sort | tr '\n' ' ')benchmarks/run.sh $*"
+CMDLINE="$(env | grep -E '^(ASGI_SERVER|QUICK|DUR|REPS|WARM|UREPS|UPLOAD_SIZES|SLOW_[A-Z]+|SERVERS|PHASES|SRV_CPU|CLI_CPU|UPDATE_README)=' | sort | tr '\n' ' ')benchmarks/run.sh $*"
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
@@ -75,6 +75,7 @@ if has "$SERVERS" updown; then
   fi
   if [ -x "$VENV/bin/updown" ] && "$VENV/bin/python" -c 'import updown_app.cli, updown_app.client' 2>/dev/null; then
     HAVE_UPDOWN=1
+    install_asgi_server || die "installing $ASGI_SERVER failed"
   else
     [ "${REQUIRE_UPDOWN:-0}" = 1 ] && die "updown is not installable/importable from $VENV"
     log "WARNING: updown not available (no updown_app.cli/client in $VENV): updown runs are SKIPPED"
@@ -120,6 +121,7 @@ SRC_STATE0=$(src_state)
   echo "curl: $(curl --version | head -1)"
   echo "python: $(python3 --version 2>&1)"
   [ "$HAVE_UPDOWN" = 1 ] && echo "updown: $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("updown-app"))') git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$ROOT" diff --quiet -- src 2>/dev/null || echo ' (+local changes)')"
+  echo "asgi_server: $ASGI_SERVER"
   echo "src_state_start: $SRC_STATE0"
   echo "settings: DUR=$DUR REPS=$REPS WARM=$WARM UREPS=$UREPS SLOW_CONNS=$SLOW_CONNS SLOW_RATE=$SLOW_RATE SLOW_HOLD=$SLOW_HOLD SRV_CPU=$SRV_CPU CLI_CPU=$CLI_CPU"
 } > "$RESULTS/versions.txt"
@@ -254,6 +256,9 @@ if [ "$HAVE_UPDOWN" = 1 ] && [ "$SRC_STATE1" != "$SRC_STATE0" ]; then
 fi
 README_ARGS=()
 [ "${UPDATE_README:-0}" = 1 ] && README_ARGS=(--readme "$HERE/README.md")
-python3 "$HERE/summarize.py" "$RESULTS" --command "$CMDLINE" "${README_ARGS[@]}"
+# The ratios are compared with the last recorded run (benchmarks/recorded.json, rewritten with UPDATE_README=1):
+# a warning names any that fell by more than the run-to-run noise. Only for the server updown ships with.
+REC_ARGS=(); [ "$ASGI_SERVER" = uvicorn ] && REC_ARGS=(--recorded "$HERE/recorded.json")
+python3 "$HERE/summarize.py" "$RESULTS" --command "$CMDLINE" "${README_ARGS[@]}" "${REC_ARGS[@]}"
 cp "$RESULTS/summary.md" "$HERE/results/latest.md" 2>/dev/null || true
 log "results in $RESULTS"

@@ -49,14 +49,31 @@ registry_push() { # repo file-name-in-data
 # ---------------------------------------------------------------------------------------------------- updown
 # One process, behind-proxy mode (plain HTTP on 127.0.0.1, trusts X-Forwarded-Proto from 127.0.0.1), fresh data dir.
 UPDOWN_SECRET=${UPDOWN_SECRET:-$(python3 -c 'import secrets; print(secrets.token_hex(32))')}
+# ASGI_SERVER: the HTTP server the app runs under. uvicorn is `updown serve` (its protocol enforces the connection
+# limits, http/protocol.py); granian and hypercorn run the same app factory, for comparison only.
+ASGI_SERVER=${ASGI_SERVER:-uvicorn}
+ASGI_PKGS="$BENCH_DIR/asgi-pkgs"
+case "$ASGI_SERVER" in
+  uvicorn) UPDOWN_CMD=("$VENV/bin/updown" serve) ;;
+  granian) UPDOWN_CMD=(env PYTHONPATH="$ASGI_PKGS" "$VENV/bin/python" -m granian --interface asgi --factory
+             --host 127.0.0.1 --port @PORT@ --workers 1 --loop uvloop --no-ws updown_app.http.app:create_app) ;;
+  hypercorn) UPDOWN_CMD=(env PYTHONPATH="$ASGI_PKGS" "$VENV/bin/python" -m hypercorn --bind 127.0.0.1:@PORT@
+               --workers 1 --worker-class uvloop "updown_app.http.app:create_app()") ;;
+  *) echo "unknown ASGI_SERVER=$ASGI_SERVER (uvicorn, granian, hypercorn)" >&2; exit 2 ;;
+esac
+install_asgi_server() { # granian/hypercorn into their own directory, never into the project's venv
+  [ "$ASGI_SERVER" = uvicorn ] || [ -d "$ASGI_PKGS/$ASGI_SERVER" ] \
+    || "$VENV/bin/pip" install -q --target "$ASGI_PKGS" "granian==2.8.9" "hypercorn==0.18.0"
+}
 start_updown() { # [data-dir]
   UPDOWN_PORT=$(free_port)
+  local cmd=("${UPDOWN_CMD[@]//@PORT@/$UPDOWN_PORT}")
   UPDOWN_DATA=${1:-$BENCH_DIR/run/updown-data}
   rm -rf "$UPDOWN_DATA"; mkdir -p "$UPDOWN_DATA"
   UPDOWN_DATA_DIR="$UPDOWN_DATA" UPDOWN_TLS=false UPDOWN_PORT="$UPDOWN_PORT" UPDOWN_BIND=127.0.0.1 \
   UPDOWN_PUBLIC_HOST=127.0.0.1 UPDOWN_TRUSTED_PROXIES='["127.0.0.1/32"]' UPDOWN_ACCESS_LOG=false \
   UPDOWN_LOG_LEVEL=warning UPDOWN_HMAC_KEYS="{\"bench\":\"$UPDOWN_SECRET\"}" \
-    taskset -c "$SRV_CPU" "$VENV/bin/updown" serve >> "$BENCH_DIR/logs/updown.log" 2>&1 &
+    taskset -c "$SRV_CPU" "${cmd[@]}" >> "$BENCH_DIR/logs/updown.log" 2>&1 &
   UPDOWN_PID=$!; track "$UPDOWN_PID"
   UPDOWN_URL="http://127.0.0.1:$UPDOWN_PORT"
   wait_http200 "$UPDOWN_URL/readyz" 200 || { tail -20 "$BENCH_DIR/logs/updown.log" >&2; return 1; }
