@@ -3,7 +3,8 @@
 1/stable (charms.data_platform_libs.v0.s3): once the requirer wrote `bucket`, the leader writes every option that
 is set, as strings, `tls-ca-chain` as a JSON list of the PEM certificates of its (base64) option, and
 `access-key`/`secret-key` from `juju run s3-integrator/leader sync-s3-credentials access-key=... secret-key=...`.
-Unset options are absent (the charm deletes them).
+Unset options are absent (the charm deletes them). Its library also keeps, under `data`, the requirer's databag
+as it last saw it (JSON).
 
 2/edge (object-storage-integrators, its v1 s3 lib on data_interfaces): `lib-version` first, the options set
 (same spellings), and the keys of its `credentials` secret moved into a secret of its own, named by
@@ -38,6 +39,8 @@ def options(
 def stable(access_key: str | None, secret_key: str | None, **opts: object) -> testing.Relation:
     """1/stable, after its config and (when the keys are given) sync-s3-credentials."""
     data = options(**opts)  # type: ignore[arg-type]
+    requested = {"bucket": data["bucket"], "requested-secrets": '["access-key", "secret-key"]'}
+    data["data"] = json.dumps(requested)
     if access_key and secret_key:
         data.update({"access-key": access_key, "secret-key": secret_key})
     return testing.Relation(
