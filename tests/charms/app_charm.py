@@ -13,7 +13,7 @@ from scripts import charm_modules
 
 CHARM_DIR = charm_modules.CHARMS / "updown-app"
 _modules = charm_modules.load(
-    "updown-app", ("models", "workload", "rollout", "statuses", "state", "actions", "deploy", "charm")
+    "updown-app", ("models", "workload", "rollout", "statuses", "s3_integrator", "state", "actions", "deploy", "charm")
 )
 models = _modules["models"]
 workload = _modules["workload"]

@@ -19,6 +19,7 @@ LOCAL = {
 STORE = {
     "postgresql": {"provides": {"database": {"interface": "postgresql_client"}}},
     "self-signed-certificates": {"provides": {"certificates": {"interface": "tls-certificates"}}},
+    "s3-integrator": {"provides": {"s3-credentials": {"interface": "s3"}}},
 }
 TYPES = {"string": str, "int": int, "float": (int, float), "boolean": bool, "secret": str}
 
@@ -59,6 +60,7 @@ def test_options_exist_with_their_types() -> None:
 def test_the_tiers_and_channels() -> None:
     apps = BUNDLE["applications"]
     assert apps["postgresql"]["channel"] == "16/stable"
+    assert apps["s3-integrator"]["channel"] == "1/stable"  # the track with the sync-s3-credentials action
     assert apps["cache-frontend"]["options"]["role"] == "frontend"
     assert apps["cache-backend"]["options"]["role"] == "backend"
     assert apps["updown-app"]["options"]["public-hostname"] == apps["cache-frontend"]["options"]["public-hostname"]
@@ -84,20 +86,25 @@ def test_the_test_overlay_makes_a_bundle_that_can_go_active() -> None:
     storage, no backend cache tier (it would need a store that presigns)."""
     overlay = yaml.safe_load((REPO / "bundle-test-overlay.yaml").read_text())
     derived = with_overlay(BUNDLE, overlay)
-    assert "cache-backend" not in derived["applications"]
-    assert all("cache-backend" not in e for r in derived["relations"] for e in r)
+    for gone in ("cache-backend", "s3-integrator"):
+        assert gone not in derived["applications"]
+        assert all(gone not in e for r in derived["relations"] for e in r)
     app = derived["applications"]["updown-app"]
     assert app["num_units"] == 1 and app["options"]["storage-backend"] == "local"
     assert app["options"]["public-hostname"] == BUNDLE["applications"]["updown-app"]["options"]["public-hostname"]
 
 
-def test_the_bundle_alone_says_it_needs_storage() -> None:
-    """Without an overlay the bundle asks for two app units on the default local storage: the charm blocks that
-    (test_app_charm) and the bundle's header says so, and what to give instead."""
+def test_the_bundles_store_is_s3_integrator_without_an_overlay() -> None:
+    """Two app units and no storage option: related to s3-integrator, that is their shared store (the charm
+    blocks with the sync-s3-credentials command until the integrator has keys, test_app_s3_integrator); the
+    header gives the exact commands and the statuses shown until they are run."""
     app = BUNDLE["applications"]["updown-app"]
-    assert app["num_units"] > 1 and "storage-backend" not in app["options"]
+    assert app["num_units"] > 1 and not any(k.startswith(("storage-", "s3-", "swift-")) for k in app["options"])
+    assert ["updown-app:s3-credentials", "s3-integrator:s3-credentials"] in BUNDLE["relations"]
     header = " ".join((REPO / "bundle.yaml").read_text().split("description:")[0].replace("#", " ").split())
-    assert "storage-backend=local stores files on one unit but there are 2" in header
+    assert "juju deploy ./bundle.yaml juju add-secret" in header  # no --overlay
+    assert "juju run s3-integrator/leader sync-s3-credentials access-key=<access key> secret-key=<secret key>" in header
+    assert "waiting for s3-integrator credentials (juju run s3-integrator/leader sync-s3-credentials ...)" in header
     assert "upstream-url is required for role=backend" in header
 
 

@@ -100,21 +100,16 @@ def pg_address() -> tuple[str, int]:
 
 
 def overlay(world: dict[str, Any]) -> dict[str, Any]:
-    """The test overlay: one unit per tier but two app units (the refresh canary), Swift through the bridge,
-    the backend caches reading it over HTTPS by host name with the rehearsal's CA."""
+    """The test overlay: one unit per tier but two app units (the refresh canary), no storage option (the store
+    is s3-integrator's, a stand-in: Swift's s3api over HTTPS by host name with the rehearsal's CA), the backend
+    caches reading the same Swift."""
     f = world["forwarder"]
-    host = world["bridge"].host
     return {
         "applications": {
             "updown-app": {
                 "num_units": 2,
                 "options": {
-                    "storage-backend": "swift",
-                    "swift-auth": "tempauth",
-                    "swift-auth-url": f"http://{host}:{f.swift_port}/auth/v1.0",
-                    "swift-storage-url": f"http://{host}:{f.swift_port}/v1/AUTH_test",
-                    "swift-username": os.environ["UPDOWN_TEST_SWIFT_USER"],
-                    "swift-container": "updown-rehearsal-" + secrets.token_hex(4),
+                    "s3-bucket": "updown-rehearsal-" + secrets.token_hex(4),
                     "health-check-timeout": 90,
                     "drain-timeout": 30,
                 },
@@ -219,20 +214,26 @@ def _leaf(ca: Any, ca_key: Any, host: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def juju(world: dict[str, Any]) -> Iterator[Any]:
-    """The deployed model: the driver, after `juju deploy ./bundle.yaml --overlay <test overlay>` and the HMAC
-    and storage secrets added, granted and configured, as a user does."""
+    """The deployed model: the driver, after `juju deploy ./bundle.yaml --overlay <test overlay>`, the HMAC
+    secret added, granted and configured and s3-integrator's `sync-s3-credentials`, as a user does. The
+    statuses just before that sync are kept as `driver.before_sync`."""
     from tests.deploy.driver import Driver, Standin
     from tests.deploy.model import Model, ModelServer
-    from tests.deploy.standins import CertificatesProvider, PostgresProvider
+    from tests.deploy.standins import CertificatesProvider, PostgresProvider, S3IntegratorProvider
 
     bridge = world["bridge"]
     model = Model("rehearsal")
     fwd = world["forwarder"]
     pg = PostgresProvider(os.environ["UPDOWN_TEST_POSTGRES_URL"], f"{bridge.host}:{fwd.pg_port}")
     ca = CertificatesProvider(world["ca"], world["ca_key"])
+    swift = (os.environ["UPDOWN_TEST_SWIFT_URL"], os.environ["UPDOWN_TEST_SWIFT_USER"])
+    s3 = S3IntegratorProvider(
+        f"https://{SWIFT_HOST}:{fwd.swift_tls_port}", world["ca_pem"], *swift, os.environ["UPDOWN_TEST_SWIFT_KEY"]
+    )
     standins = {
         "postgresql": Standin("postgresql", "database", pg.react),
         "self-signed-certificates": Standin("self-signed-certificates", "certificates", ca.react),
+        "s3-integrator": Standin("s3-integrator", "s3-credentials", s3.react),
     }
     with ModelServer(model, bridge.host) as server:
         driver = Driver(
@@ -249,18 +250,14 @@ def juju(world: dict[str, Any]) -> Iterator[Any]:
         try:
             extra = overlay(world)
             bundle = merged_bundle(world["charms"], extra)
-            # `juju add-secret` + `juju grant-secret` before the deploy's config names them (the overlay would)
+            # `juju add-secret` + `juju grant-secret` before the deploy's config names it (the overlay would)
             hmac = model.add_secret("model", {KEY_ID: hmac_key})
-            storage = model.add_secret(
-                "model",
-                {"password": os.environ["UPDOWN_TEST_SWIFT_KEY"], "temp-url-key": secrets.token_urlsafe(16)},
-            )
-            for s in (hmac, storage):
-                s.granted.add("updown-app")
-            bundle["applications"]["updown-app"]["options"].update(
-                {"hmac-keys": hmac.id, "storage-credentials": storage.id}
-            )
+            hmac.granted.add("updown-app")
+            bundle["applications"]["updown-app"]["options"]["hmac-keys"] = hmac.id
             driver.deploy_bundle(bundle, standins)
+            driver.before_sync = driver.status()  # type: ignore[attr-defined]
+            # s3api's keys with tempauth: the account:user and its key
+            s3.sync(driver, os.environ["UPDOWN_TEST_SWIFT_USER"], os.environ["UPDOWN_TEST_SWIFT_KEY"])
             driver.hmac_key = hmac_key  # type: ignore[attr-defined]
             yield driver
         finally:

@@ -9,6 +9,10 @@ real charms do:
 - self-signed-certificates (1/stable): the tls-certificates v4 provider. Each CSR a requirer unit lists in
   `certificate_signing_requests` is signed by the rehearsal's CA and answered in the provider's application
   databag `certificates` (certificate, ca, chain, the CSR it answers).
+- s3-integrator (1/stable): the charms.data_platform_libs.v0.s3 provider, configured (endpoint, path URI style,
+  region, `tls-ca-chain` as the JSON list of PEM certificates it makes of its base64 option). Once the requirer
+  wrote `bucket` it answers with those and the bucket (made on the test Swift, as an operator makes it); the keys
+  only come with `sync` (its `sync-s3-credentials` action), as `access-key` and `secret-key` in the databag.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import secrets
 from typing import TYPE_CHECKING
 
@@ -139,3 +144,43 @@ class CertificatesProvider:
         }
         self.signed[csr_pem] = entry
         return entry
+
+
+class S3IntegratorProvider:
+    def __init__(self, endpoint: str, ca_pem: str, swift_url: str, swift_user: str, swift_key: str) -> None:
+        self.endpoint = endpoint  # where the units reach Swift's s3api (https, by host name)
+        self.chain = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", ca_pem, re.DOTALL)
+        self.swift = (swift_url, swift_user, swift_key)  # the test Swift from the host, to make the bucket
+
+    def react(self, driver: Driver, rel: Relation, requirer: str) -> None:
+        bucket = rel.app_data.get(requirer, {}).get("bucket")
+        mine = rel.app_data.setdefault("s3-integrator", {})
+        if not bucket or mine.get("bucket") == bucket:
+            return
+        self._make_bucket(bucket)
+        mine.update(
+            {
+                "bucket": bucket,
+                "endpoint": self.endpoint,
+                "region": "us-east-1",
+                "s3-uri-style": "path",
+                "tls-ca-chain": json.dumps(self.chain),
+            }
+        )
+        driver.standin_wrote(rel, "s3-integrator")
+
+    def sync(self, driver: Driver, access_key: str, secret_key: str) -> None:
+        """`juju run s3-integrator/leader sync-s3-credentials access-key=... secret-key=...`."""
+        for rel in driver.model.relations_of("s3-integrator"):
+            rel.app_data.setdefault("s3-integrator", {}).update({"access-key": access_key, "secret-key": secret_key})
+            driver.standin_wrote(rel, "s3-integrator")
+        driver.settle()
+
+    def _make_bucket(self, bucket: str) -> None:
+        import httpx
+
+        url, user, key = self.swift
+        auth = httpx.get(f"{url}/auth/v1.0", headers={"X-Auth-User": user, "X-Auth-Key": key})
+        auth.raise_for_status()
+        token = auth.headers["X-Auth-Token"]
+        httpx.put(f"{auth.headers['X-Storage-Url']}/{bucket}", headers={"X-Auth-Token": token}).raise_for_status()

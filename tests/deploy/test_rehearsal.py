@@ -106,6 +106,12 @@ def client(juju: Driver, ca: Path) -> Iterator[Any]:
 
 
 def test_deploy_the_bundle_all_units_active(juju: Driver) -> None:
+    before = juju.before_sync["applications"]["updown-app"]["units"]  # type: ignore[attr-defined]
+    for u in before.values():  # until s3-integrator had keys: blocked, saying the one command to run
+        assert u["workload-status"]["current"] == "blocked"
+        assert u["workload-status"]["message"].startswith(
+            "waiting for s3-integrator credentials (juju run s3-integrator/leader sync-s3-credentials"
+        )
     status = assert_all_active(juju)
     apps = status["applications"]
     app_msg = apps["updown-app"]["application-status"]["message"]

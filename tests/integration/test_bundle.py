@@ -7,9 +7,11 @@ Environment:
   UPDOWN_NEXT_APP_CHARM                  updown-app packed with another release (UPDOWN_RELEASE=<version>
                                          charms/updown-app/pack.sh), for the refresh test (skipped without)
   UPDOWN_IT_S3_ENDPOINT, UPDOWN_IT_S3_BUCKET, UPDOWN_IT_S3_REGION, UPDOWN_IT_S3_ACCESS_KEY_ID,
-  UPDOWN_IT_S3_SECRET_ACCESS_KEY         an S3 store: two app units and the backend caches. Without it: the
-                                         bundle's test overlay (bundle-test-overlay.yaml: one app unit on local
-                                         storage and no backend cache tier).
+  UPDOWN_IT_S3_SECRET_ACCESS_KEY         an S3 store (its bucket made): the bundle as it is, s3-integrator
+                                         configured and given the keys by sync-s3-credentials, two app units and
+                                         the backend caches. Without it: the bundle's test overlay
+                                         (bundle-test-overlay.yaml: one app unit on local storage, no
+                                         s3-integrator, no backend cache tier).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ S3 = {k: os.environ.get(f"UPDOWN_IT_S3_{k}", "") for k in ("ENDPOINT", "BUCKET",
 S3_KEYS = {k: os.environ.get(f"UPDOWN_IT_S3_{k}", "") for k in ("ACCESS_KEY_ID", "SECRET_ACCESS_KEY")}
 WITH_S3 = bool(S3["ENDPOINT"] and S3_KEYS["ACCESS_KEY_ID"])
 APPS = ["postgresql", "updown-app", "cache-frontend", "self-signed-certificates"] + (
-    ["cache-backend"] if WITH_S3 else []
+    ["cache-backend", "s3-integrator"] if WITH_S3 else []
 )
 STATE: dict[str, Any] = {}
 
@@ -44,8 +46,9 @@ TEST_OVERLAY = REPO / "bundle-test-overlay.yaml"
 
 
 def bundle(tmp: Path) -> tuple[Path, list[Path]]:
-    """bundle.yaml with the packed charms' paths, and the overlays to deploy it with: the storage is S3 from the
-    environment, else the bundle's test overlay (local storage on one app unit, no backend cache tier)."""
+    """bundle.yaml with the packed charms' paths, and the overlays to deploy it with: none with the S3 store of
+    the environment (configured as bundle.yaml's header says), else the bundle's test overlay (local storage on
+    one app unit, no s3-integrator, no backend cache tier)."""
     spec = yaml.safe_load((REPO / "bundle.yaml").read_text())
     apps = spec["applications"]
     app_charm = charm_path("UPDOWN_APP_CHARM", REPO / apps["updown-app"]["charm"])
@@ -56,14 +59,8 @@ def bundle(tmp: Path) -> tuple[Path, list[Path]]:
         path = tmp / "bundle.yaml"
         path.write_text(yaml.safe_dump(spec))
         return path, [TEST_OVERLAY]
-    apps["updown-app"]["options"].update(
-        {
-            "storage-backend": "s3",
-            "s3-endpoint-url": S3["ENDPOINT"],
-            "s3-bucket": S3["BUCKET"] or "updown-it",
-            "s3-region": S3["REGION"],
-        }
-    )
+    integrator = {"endpoint": S3["ENDPOINT"], "bucket": S3["BUCKET"] or "updown-it", "region": S3["REGION"]}
+    apps["s3-integrator"]["options"] = {k: v for k, v in integrator.items() if v}
     apps["cache-backend"]["options"]["upstream-url"] = S3["ENDPOINT"]
     path = tmp / "bundle.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -87,14 +84,10 @@ def test_deploy_the_bundle(juju: Any) -> None:
     hmac = juju.add_secret("updown-hmac", {KEY_ID: KEY})
     juju.grant_secret(hmac, "updown-app")
     config = {"hmac-keys": str(hmac)}
-    if WITH_S3:
-        storage = juju.add_secret(
-            "updown-storage",
-            {"access-key-id": S3_KEYS["ACCESS_KEY_ID"], "secret-access-key": S3_KEYS["SECRET_ACCESS_KEY"]},
-        )
-        juju.grant_secret(storage, "updown-app")
-        config["storage-credentials"] = str(storage)
     juju.config("updown-app", config)
+    if WITH_S3:  # the one step bundle.yaml's header gives for the keys
+        keys = {"access-key": S3_KEYS["ACCESS_KEY_ID"], "secret-key": S3_KEYS["SECRET_ACCESS_KEY"]}
+        juju.run("s3-integrator/leader", "sync-s3-credentials", keys)
     import jubilant
 
     status = juju.wait(lambda s: jubilant.all_active(s, *APPS), error=jubilant.any_error)

@@ -20,6 +20,7 @@ import statuses
 import workload
 from models import AppState, PauseAfter
 from rollout import Action, AppRollout, Phase, UnitRollout
+from s3_integrator import S3_CREDENTIALS
 from state import BACKEND_CACHE, DATABASE, FRONTEND_CACHE, PEER
 from updown_charms.interface import AppUnitData
 from updown_charms.status import StateError
@@ -44,6 +45,7 @@ class UpdownAppCharm(ops.CharmBase):
         relation_events = {
             PEER: ("created", "joined", "changed", "departed"),
             DATABASE: ("created", "changed", "broken"),
+            S3_CREDENTIALS: ("created", "changed", "broken"),
             FRONTEND_CACHE: ("joined", "changed", "departed", "broken"),
             BACKEND_CACHE: ("joined", "changed", "departed", "broken"),
         }
@@ -75,6 +77,7 @@ class UpdownAppCharm(ops.CharmBase):
 
     def _reconcile(self, _event: ops.EventBase) -> None:
         juju_state.request_database(self)
+        juju_state.request_s3(self)
         peer = self.model.get_relation(PEER)
         if peer is None:
             return  # the peer relation exists from the first hooks on; nothing can be staged without it

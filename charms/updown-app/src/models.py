@@ -188,6 +188,9 @@ class AppState(BaseModel):
     # resolved trusted-networks: with "auto", the networks the frontend units reach this unit on
     trusted_networks: tuple[str, ...] = ()
     bind_address: str = "0.0.0.0"
+    # PEM CA chain the S3 endpoint's certificate is checked against (s3-integrator's tls-ca-chain); empty: the
+    # system's CAs
+    s3_ca_chain: str = ""
 
     @field_validator("caches")
     @classmethod

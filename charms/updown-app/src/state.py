@@ -1,5 +1,6 @@
-"""Build the typed AppState from Juju: config, user secrets, the `database` relation (postgresql) and the cache
-relations. Every problem becomes a StateError with the exact message the unit shows (collect-status).
+"""Build the typed AppState from Juju: config, user secrets, the `database` relation (postgresql), the
+`s3-credentials` relation (s3-integrator, src/s3_integrator.py) and the cache relations. Every problem becomes
+a StateError with the exact message the unit shows (collect-status).
 
 The database relation uses dpcharmlibs-interfaces' models and repositories, speaking the v0 form of the
 `postgresql_client` interface: the library's requirer handler writes only its v1 form (`version: v1`,
@@ -19,8 +20,10 @@ import ops
 import pydantic
 from dpcharmlibs.interfaces import DataContractV0, OpsRelationRepository, OpsRelationRepositoryInterface, TlsSecretStr
 
+import s3_integrator
 import workload
 from models import AppConfig, AppState, CacheUnit, Database, Secrets
+from s3_integrator import S3_CREDENTIALS, S3Connection
 from updown_charms import relations, status
 from updown_charms.interface import CacheUnitData
 from updown_charms.status import StateError
@@ -61,6 +64,47 @@ class PostgresResponse(DataContractV0):
 
 def load_config(charm: ops.CharmBase) -> CharmConfig:
     return status.load_config(charm, CharmConfig)
+
+
+def request_s3(charm: ops.CharmBase) -> None:
+    """The leader asks s3-integrator for credentials for our bucket (s3-bucket, raw: config may be invalid)."""
+    s3_integrator.request(charm, str(charm.config.get("s3-bucket") or "updown"))
+
+
+def with_s3(config: CharmConfig, s3: S3Connection | None) -> CharmConfig:
+    """The s3-integrator's store in place of the s3-* options (an option stays where the integrator gives no
+    value: its bucket, region, endpoint or URI style). Related, the backend is s3; swift and the relation
+    together are refused rather than one silently ignored."""
+    if s3 is None:
+        return config
+    if config.storage_backend == "swift":
+        raise StateError(
+            ops.BlockedStatus(
+                f"storage-backend=swift but related to s3-integrator ({S3_CREDENTIALS}): "
+                "remove the relation or set storage-backend=s3"
+            )
+        )
+    overrides = {
+        "storage_backend": "s3",
+        "s3_bucket": s3.bucket or config.s3_bucket,
+        "s3_endpoint_url": s3.endpoint_url or config.s3_endpoint_url,
+        "s3_region": s3.region or config.s3_region,
+        "s3_addressing_style": s3.addressing_style or config.s3_addressing_style,
+    }
+    try:
+        return CharmConfig.model_validate({**dict(config), **overrides})
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise StateError(ops.BlockedStatus(f"s3-credentials: {problems}")) from exc
+
+
+def with_s3_keys(user_secrets: Secrets, s3: S3Connection | None) -> Secrets:
+    """The integrator's keys in place of storage-credentials' access-key-id and secret-access-key."""
+    if s3 is None:
+        return user_secrets
+    return user_secrets.model_copy(
+        update={"s3_access_key_id": s3.access_key_id, "s3_secret_access_key": s3.secret_access_key}
+    )
 
 
 def storage_fits_units(config: CharmConfig, units: int) -> None:
@@ -204,10 +248,12 @@ def caches(charm: ops.CharmBase) -> tuple[CacheUnit, ...]:
 def app_state(charm: ops.CharmBase) -> AppState:
     """Everything the workload needs, from Juju; the first problem found stops it as a StateError."""
     config = load_config(charm)
+    s3 = s3_integrator.connection(charm)
+    config = with_s3(config, s3)
     peer = charm.model.get_relation(PEER)
     storage_fits_units(config, 1 + (len(peer.units) if peer else 0))
     address = unit_address(charm)
-    user_secrets = secrets(config)
+    user_secrets = with_s3_keys(secrets(config), s3)
     db = database(charm)
     try:
         return AppState(
@@ -219,6 +265,7 @@ def app_state(charm: ops.CharmBase) -> AppState:
             caches=caches(charm),
             trusted_networks=trusted_networks(charm, config),
             workers=config.workers or workload.workers_for(os.cpu_count()),
+            s3_ca_chain=s3.ca_chain if s3 else "",
         )
     except pydantic.ValidationError as exc:
         raise StateError(

@@ -9,6 +9,7 @@ Layout on a unit::
     /etc/updown/updown.toml           the app's settings (updown_app.settings.Settings), mode 0640 root:updown
     /etc/updown/hmac-keys.json        {key id: secret}, mode 0640 root:updown
     /etc/updown/environment           storage credentials for the AWS chain (S3), mode 0640 root:updown
+    /etc/updown/s3-ca.pem             the CA chain of the S3 endpoint, when s3-integrator gives one
     /etc/systemd/system/updown.service
     /var/lib/updown/                  the service's data_dir
 """
@@ -62,6 +63,7 @@ class Layout:
     config: Path = Path("/etc/updown/updown.toml")
     hmac_keys: Path = Path("/etc/updown/hmac-keys.json")
     environment: Path = Path("/etc/updown/environment")
+    s3_ca: Path = Path("/etc/updown/s3-ca.pem")
     unit_file: Path = Path("/etc/systemd/system/updown.service")
     # The cache units the app purges and reads through: rewritten as they come and go, re-read by the running app
     # (caches.units_file), so it is not part of what a restart is staged for.
@@ -161,6 +163,7 @@ def render_settings(state: AppState, layout: Layout) -> dict[str, Any]:
                 "region": cfg.s3_region,
                 "endpoint_url": cfg.s3_endpoint_url,
                 "addressing_style": cfg.s3_addressing_style,
+                "verify_tls": str(layout.s3_ca) if state.s3_ca_chain else None,
                 **timeouts,
             }
         )
@@ -295,12 +298,15 @@ def render_unit(state: AppState, layout: Layout, user: str = USER) -> str:
 
 
 def rendered_files(state: AppState, layout: Layout) -> dict[Path, str]:
-    return {
+    files = {
         layout.config: render_config(state, layout),
         layout.hmac_keys: render_hmac_keys(state),
         layout.environment: render_environment(state),
         layout.unit_file: render_unit(state, layout),
     }
+    if state.config.storage_backend == "s3" and state.s3_ca_chain:
+        files[layout.s3_ca] = state.s3_ca_chain  # a left-over file is harmless: the config names it or not
+    return files
 
 
 def running_port(layout: Layout) -> int | None:
