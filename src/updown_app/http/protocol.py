@@ -18,9 +18,10 @@ The parser's own ``400`` (a malformed request line or header, a bad chunk size) 
 can answer in JSON: a TLS handshake that fails or times out (there is no HTTP yet, see server.py), and a
 connection the client or the kernel drops before a whole request arrived; those are closed.
 
-Why a subclass and not another server: the hooks needed are few (each is a parser callback or a transport event)
-and uvicorn with uvloop + httptools is the server the benchmarks were measured on; Hypercorn and Granian have not
-been measured against these limits yet (benchmarks/README.md will say when they are).
+Why a subclass and not another server: the hooks needed are few (each is a parser callback or a transport event),
+and neither Granian nor Hypercorn has them all (no send timeout in either, no body-stall timeout in Granian, no
+JSON answers) while both were slower on the benchmarks' downloads; the numbers are in benchmarks/README.md ("The
+HTTP server").
 """
 
 from __future__ import annotations
