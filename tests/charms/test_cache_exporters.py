@@ -20,6 +20,7 @@ from models import CacheConfig, CacheState, Origin, RingMember, Telemetry, TLSMa
 from tests.charms.test_cache_backend_charm import ready_state as backend_ready_state
 from tests.charms.test_cache_charm import ready_state
 from tests.charms.test_cache_rendered_configs import make_state, need
+from updown_charms.values import Role
 
 
 def free_port() -> int:
@@ -122,8 +123,14 @@ def test_the_exporters_listen_on_loopback(tls_pair: tuple[str, str]) -> None:
         "-nginx.scrape-uri", "http://127.0.0.1:9112/stub_status", "-web.listen-address", "127.0.0.1:9113"
     ]  # fmt: skip
     assert "listen 127.0.0.1:9112;" in workload.render_nginx(backend, workload.Layout())
-    assert [j["job_name"] for j in workload.scrape_jobs(state)] == ["haproxy", "haproxy-tls", "varnish"]
-    assert [j["static_configs"] for j in workload.scrape_jobs(backend)] == [[{"targets": ["localhost:9113"]}]]
+    assert [j["job_name"] for j in workload.scrape_jobs(Role.FRONTEND, Telemetry())] == [
+        "haproxy",
+        "haproxy-tls",
+        "varnish",
+    ]
+    assert [j["static_configs"] for j in workload.scrape_jobs(Role.BACKEND, Telemetry())] == [
+        [{"targets": ["localhost:9113"]}]
+    ]
 
 
 def test_the_charm_runs_the_varnish_exporter(cache_ctx, cache_host, tls_pair) -> None:

@@ -14,11 +14,12 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
-from models import CacheState, TLSMaterial, size_bytes
-from updown_charms import files
+from models import CacheState, Telemetry, TLSMaterial, size_bytes
+from updown_charms import cos_agent, files
 from updown_charms.files import write_files as write_files  # the stack and the tests write with it too
 from updown_charms.values import Role
 
@@ -447,19 +448,14 @@ def _exporter_dropin(binary: str, args: list[str]) -> str:
     )
 
 
-def scrape_jobs(state: CacheState) -> list[dict[str, object]]:
-    """What the COS agent on this machine scrapes (Prometheus scrape_configs, cos-agent's metrics_scrape_jobs)."""
-
-    def job(name: str, port: int, path: str = "/metrics") -> dict[str, object]:
-        return {"job_name": name, "metrics_path": path, "static_configs": [{"targets": [f"localhost:{port}"]}]}
-
-    t = state.telemetry
-    if state.config.role is Role.BACKEND:
-        return [job("nginx", t.nginx_exporter)]
+def scrape_jobs(role: Role, telemetry: Telemetry) -> list[dict[str, Any]]:
+    """What the COS agent on this machine scrapes (cos-agent's metrics_scrape_jobs)."""
+    if role is Role.BACKEND:
+        return [cos_agent.scrape_job("nginx", telemetry.nginx_exporter)]
     return [
-        job("haproxy", t.haproxy, HAPROXY_METRICS_PATH),
-        job("haproxy-tls", t.haproxy, TLS_METRICS_PATH),
-        job("varnish", t.varnish_exporter),
+        cos_agent.scrape_job("haproxy", telemetry.haproxy, HAPROXY_METRICS_PATH),
+        cos_agent.scrape_job("haproxy-tls", telemetry.haproxy, TLS_METRICS_PATH),
+        cos_agent.scrape_job("varnish", telemetry.varnish_exporter),
     ]
 
 
