@@ -198,7 +198,7 @@ class Stack:
             exporter(workload.VARNISH_EXPORTER),
             "-n",
             str(unit / "varnish"),
-            *workload.varnish_exporter_args(state),
+            *workload.varnish_exporter_args(state.telemetry),
         ]
         self.spawn(f"varnish_exporter{i}", argv)
         wait_http(f"http://127.0.0.1:{self.p[f'varnish_exporter{i}']}/metrics")
@@ -247,7 +247,9 @@ class Stack:
         (self.run / "backend0.pid").write_text(str(nginx.pid))
         self.record("backend0", self.run / "backend0.pid")
         wait_http(f"http://127.0.0.1:{self.p['backend0']}{workload.CACHE_HEALTH_PATH}")
-        self.spawn("nginx_exporter0", [exporter(workload.NGINX_EXPORTER), *workload.nginx_exporter_args(state)])
+        self.spawn(
+            "nginx_exporter0", [exporter(workload.NGINX_EXPORTER), *workload.nginx_exporter_args(state.telemetry)]
+        )
         wait_http(f"http://127.0.0.1:{self.p['nginx_exporter0']}/metrics")
 
     def origins(self) -> tuple[Origin, ...]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from ops import testing
 
 import charm as charm_module
 import workload
@@ -115,11 +116,11 @@ def test_the_public_frontend_never_routes_metrics(tls_pair: tuple[str, str]) -> 
 
 def test_the_exporters_listen_on_loopback(tls_pair: tuple[str, str]) -> None:
     state = make_state(tls_pair, "one-unit")
-    assert workload.varnish_exporter_args(state) == ["-web.listen-address", "127.0.0.1:9131", "-raw"]
+    assert workload.varnish_exporter_args(state.telemetry) == ["-web.listen-address", "127.0.0.1:9131", "-raw"]
     backend = CacheState(
         unit_name="b/0", address="10.0.0.1", config=CacheConfig(role="backend", upstream_url="https://s.test")
     )
-    assert workload.nginx_exporter_args(backend) == [
+    assert workload.nginx_exporter_args(backend.telemetry) == [
         "-nginx.scrape-uri", "http://127.0.0.1:9112/stub_status", "-web.listen-address", "127.0.0.1:9113"
     ]  # fmt: skip
     assert "listen 127.0.0.1:9112;" in workload.render_nginx(backend, workload.Layout())
@@ -148,3 +149,19 @@ def test_the_charm_runs_the_nginx_exporter(cache_ctx, cache_host) -> None:
     assert "-nginx.scrape-uri http://127.0.0.1:9112/stub_status -web.listen-address 127.0.0.1:9113" in dropin
     assert ["systemctl", "restart", "prometheus-nginx-exporter"] in cache_host
     assert ["systemctl", "enable", "--now", "nginx", "prometheus-nginx-exporter"] in cache_host
+
+
+def test_the_exporter_listens_on_loopback_from_its_installation(
+    cache_ctx, cache_host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its package starts it at once: the drop-in is there before apt-get installs it."""
+    dropin = charm_module.LAYOUT.varnish_exporter_dropin
+    at_install: list[bool] = []
+
+    def run(argv: list[str]) -> None:
+        if "install" in argv:
+            at_install.append(dropin.is_file() and "127.0.0.1:9131" in dropin.read_text())
+
+    monkeypatch.setattr(workload, "run", run)
+    cache_ctx.run(cache_ctx.on.install(), testing.State(config={"public-hostname": "updown.test"}))
+    assert at_install == [True]

@@ -68,7 +68,7 @@ class CacheCharm(ops.CharmBase):
         self.unit.status = ops.MaintenanceStatus(
             "installing nginx" if role is Role.BACKEND else "installing haproxy and varnish"
         )
-        workload.install(role)
+        workload.install(role, LAYOUT)
         self._stored.installed = True
         self._reconcile(event)
 

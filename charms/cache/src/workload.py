@@ -430,15 +430,22 @@ def render_varnish_dropin(state: CacheState, layout: Layout) -> str:
     )
 
 
-def varnish_exporter_args(state: CacheState) -> list[str]:
+def varnish_exporter_args(telemetry: Telemetry) -> list[str]:
     """prometheus-varnish-exporter's arguments (it reads varnishd's shared memory through varnishstat)."""
-    return ["-web.listen-address", f"{METRICS_ADDRESS}:{state.telemetry.varnish_exporter}", "-raw"]
+    return ["-web.listen-address", f"{METRICS_ADDRESS}:{telemetry.varnish_exporter}", "-raw"]
 
 
-def nginx_exporter_args(state: CacheState) -> list[str]:
+def nginx_exporter_args(telemetry: Telemetry) -> list[str]:
     """prometheus-nginx-exporter's arguments: it reads nginx's stub_status."""
-    status = f"http://{METRICS_ADDRESS}:{state.telemetry.nginx_status}{NGINX_STATUS_PATH}"
-    return ["-nginx.scrape-uri", status, "-web.listen-address", f"{METRICS_ADDRESS}:{state.telemetry.nginx_exporter}"]
+    status = f"http://{METRICS_ADDRESS}:{telemetry.nginx_status}{NGINX_STATUS_PATH}"
+    return ["-nginx.scrape-uri", status, "-web.listen-address", f"{METRICS_ADDRESS}:{telemetry.nginx_exporter}"]
+
+
+def exporter_dropins(role: Role, telemetry: Telemetry, layout: Layout) -> dict[Path, str]:
+    """The systemd drop-in of the role's exporter: where it listens (loopback) and what it reads."""
+    if role is Role.BACKEND:
+        return {layout.nginx_exporter_dropin: _exporter_dropin(NGINX_EXPORTER, nginx_exporter_args(telemetry))}
+    return {layout.varnish_exporter_dropin: _exporter_dropin(VARNISH_EXPORTER, varnish_exporter_args(telemetry))}
 
 
 def _exporter_dropin(binary: str, args: list[str]) -> str:
@@ -469,7 +476,7 @@ def rendered_files(state: CacheState, layout: Layout) -> dict[Path, str]:
         layout.tls_metrics: render_tls_metrics(state.tls),
         layout.vcl: render_vcl(state),
         layout.varnish_dropin: render_varnish_dropin(state, layout),
-        layout.varnish_exporter_dropin: _exporter_dropin(VARNISH_EXPORTER, varnish_exporter_args(state)),
+        **exporter_dropins(Role.FRONTEND, state.telemetry, layout),
     }
 
 
@@ -639,7 +646,7 @@ def rendered_backend_files(state: CacheState, layout: Layout, *, user: str | Non
     """Every file a backend unit needs, by path."""
     files = {
         layout.nginx_conf: render_nginx(state, layout, user=user),
-        layout.nginx_exporter_dropin: _exporter_dropin(NGINX_EXPORTER, nginx_exporter_args(state)),
+        **exporter_dropins(Role.BACKEND, state.telemetry, layout),
     }
     if state.config.upstream_ca:
         files[layout.nginx_ca] = state.config.upstream_ca
@@ -731,7 +738,10 @@ def run(argv: Sequence[str]) -> None:
     subprocess.run(list(argv), check=True, capture_output=True, text=True)
 
 
-def install(role: Role = Role.FRONTEND) -> None:
+def install(role: Role = Role.FRONTEND, layout: Layout | None = None) -> None:
+    # The exporter's drop-in first: its package starts it at once, which would otherwise listen on every address
+    # (the package's default) until the first config is applied.
+    write_files(exporter_dropins(role, Telemetry(), layout or Layout()))
     run(["apt-get", "update", "-q"])
     packages = BACKEND_PACKAGES if role is Role.BACKEND else PACKAGES
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages])
