@@ -34,7 +34,7 @@ from pydantic import SecretStr  # noqa: E402
 from throwaway_ca import make_tls  # noqa: E402
 
 import workload  # noqa: E402
-from models import CacheConfig, CacheState, Origin, RingMember, TLSMaterial  # noqa: E402
+from models import CacheConfig, CacheState, Origin, RingMember, Telemetry, TLSMaterial  # noqa: E402
 from updown_charms.values import Role  # noqa: E402
 
 # The app units are rendered by the updown-app charm's own code (its `models` and `workload` are other modules
@@ -51,11 +51,14 @@ SSO_CLIENT_ID = "updown-stack"
 
 def ports(base: int) -> dict[str, int]:
     p = {"sso": base + 5, "store": base + 6, "swift_tls": base + 7, "backend0": base + 50}
+    p |= {"nginx_status0": base + 51, "nginx_exporter0": base + 52}
     for i in range(APPS):
         p[f"app{i}"] = base + 2 * i
     for i in range(4):  # frontend units 0..3 (add-unit may add the third and fourth)
         p |= {f"http{i}": base + 10 + 10 * i, f"https{i}": base + 11 + 10 * i, f"cache{i}": base + 12 + 10 * i}
         p[f"admin{i}"] = base + 13 + 10 * i
+        # the metrics endpoints the COS agent would scrape on the unit: HAProxy's, the Varnish exporter
+        p |= {f"metrics{i}": base + 14 + 10 * i, f"varnish_exporter{i}": base + 15 + 10 * i}
     return p
 
 
@@ -168,6 +171,7 @@ class Stack:
                 ring=ring,
                 origins=origins,
                 tls=tls,
+                telemetry=Telemetry(haproxy=p[f"metrics{i}"], varnish_exporter=p[f"varnish_exporter{i}"]),
             )
             for i in members
         }
@@ -190,6 +194,21 @@ class Stack:
         )  # fmt: skip
         self.record(f"varnish{i}", pid_file)
         wait_http(f"http://127.0.0.1:{self.p[f'cache{i}']}{workload.CACHE_HEALTH_PATH}")
+        argv = [
+            exporter(workload.VARNISH_EXPORTER),
+            "-n",
+            str(unit / "varnish"),
+            *workload.varnish_exporter_args(state.telemetry),
+        ]
+        self.spawn(f"varnish_exporter{i}", argv)
+        wait_http(f"http://127.0.0.1:{self.p[f'varnish_exporter{i}']}/metrics")
+
+    def spawn(self, name: str, argv: list[str]) -> None:
+        """A process of the stack in the foreground of its own session, its output in <name>.log."""
+        log = (self.run / f"{name}.log").open("ab")
+        process = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+        (self.run / f"{name}.pid").write_text(str(process.pid))
+        self.record(name, self.run / f"{name}.pid")
 
     def start_or_reload_haproxy(self, i: int, state: CacheState) -> None:
         """Render this unit's files again (the ring changed) and start HAProxy, or hand over to a new process
@@ -220,6 +239,7 @@ class Stack:
                 cache_size="2G",
             ),
             origins=self.origins(),
+            telemetry=Telemetry(nginx_status=self.p["nginx_status0"], nginx_exporter=self.p["nginx_exporter0"]),
         )
         argv = workload.local_backend(state, workload.Layout.under(self.run / "backend0"))
         log = (self.run / "backend0.log").open("ab")
@@ -227,6 +247,10 @@ class Stack:
         (self.run / "backend0.pid").write_text(str(nginx.pid))
         self.record("backend0", self.run / "backend0.pid")
         wait_http(f"http://127.0.0.1:{self.p['backend0']}{workload.CACHE_HEALTH_PATH}")
+        self.spawn(
+            "nginx_exporter0", [exporter(workload.NGINX_EXPORTER), *workload.nginx_exporter_args(state.telemetry)]
+        )
+        wait_http(f"http://127.0.0.1:{self.p['nginx_exporter0']}/metrics")
 
     def origins(self) -> tuple[Origin, ...]:
         return tuple(
@@ -239,6 +263,13 @@ class Stack:
                 stop_pid(n, Path(pid_file))
         self.pids = [(n, f) for n, f in self.pids if n != name]
         (self.run / "pids.json").write_text(json.dumps(self.pids))
+
+
+def exporter(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{name} is not installed (scripts/apt-packages.txt; scripts/install-deps.sh installs it)")
+    return found
 
 
 def stop_pid(name: str, path: Path) -> None:
@@ -469,8 +500,22 @@ def start(run: Path, base: int) -> None:
         f"UPDOWN_TEST_STACK_SPARE_FRONTEND=https://{PUBLIC}:{p[f'https{FRONTENDS}']}\n"
         f"UPDOWN_TEST_STACK_RUN={run}\n"
         f"UPDOWN_TEST_STACK_BACKEND=http://127.0.0.1:{p['backend0']}\n"
+        f"UPDOWN_TEST_STACK_METRICS={metrics_endpoints(stack, members)}\n"
     )
     print(f"stack up: frontends {urls('https', 'https')}; env in {run / 'stack.env'}")
+
+
+def metrics_endpoints(stack: Stack, members: list[int]) -> str:
+    """name=url of every endpoint the COS agents of the units would scrape (the charms' scrape jobs)."""
+    p = stack.p
+    found = [f"app{i}=http://127.0.0.1:{p[f'app{i}']}/metrics" for i in range(APPS)]
+    for i in members:
+        found += [
+            f"haproxy{i}=http://127.0.0.1:{p[f'metrics{i}']}{workload.HAPROXY_METRICS_PATH}",
+            f"haproxy-tls{i}=http://127.0.0.1:{p[f'metrics{i}']}{workload.TLS_METRICS_PATH}",
+            f"varnish{i}=http://127.0.0.1:{p[f'varnish_exporter{i}']}/metrics",
+        ]
+    return ",".join([*found, f"nginx0=http://127.0.0.1:{p['nginx_exporter0']}/metrics"])
 
 
 # -- scaling the frontend ring (what `juju add-unit` / `juju remove-unit` do to the peers) ----------------------------
@@ -492,6 +537,7 @@ def change_ring(run: Path, base: int, *, add: int | None = None, remove: int | N
     for i in sorted(members):
         stack.start_or_reload_haproxy(i, states[i])
     if remove is not None:
+        stack.stop_pid_file(f"varnish_exporter{remove}")
         stack.stop_pid_file(f"varnish{remove}")
         stack.write_cache_units(members)
     stack.members = sorted(members)
@@ -515,7 +561,7 @@ def stop(run: Path) -> None:
 
 
 if __name__ == "__main__":
-    command, run_dir = sys.argv[1], Path(sys.argv[2])
+    command, run_dir = sys.argv[1], Path(sys.argv[2]).resolve()  # the exporters' -n needs an absolute path
     port_base = int(os.environ.get("UPDOWN_STACK_PORT", "17000"))
     if command == "start":
         try:

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from updown_app import __version__
+
 REQUESTS = Counter("updown_http_requests_total", "HTTP requests", ["route", "method", "status"])
 DURATION = Histogram(
     "updown_http_request_duration_seconds",
     "Time to the end of the response",
     ["route"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
+)
+DOWNLOADS = Counter(
+    "updown_downloads_total",
+    "Download responses (a file, a link, a latest redirect), by hostname (public, private, other) and status",
+    ["host", "status"],
 )
 BYTES_IN = Counter("updown_http_received_bytes_total", "Request body bytes received", ["route"])
 BYTES_OUT = Counter("updown_http_sent_bytes_total", "Response body bytes sent", ["route"])
@@ -62,3 +69,15 @@ INDEX_VERSIONS = Counter("updown_index_versions_total", "Signed index metadata v
 PULL_THROUGH = Counter(
     "updown_pull_through_total", "Downloads fetched from the upstream (stored, refused, failed)", ["result"]
 )
+BUILD_INFO = Gauge(
+    "updown_build_info", "The release this process runs (always 1): a rollout in progress shows two", ["version"]
+)
+BUILD_INFO.labels(__version__).set(1)
+READINESS_OK = Gauge(
+    "updown_readiness_check_ok", "The last readiness check (/readyz) of a dependency: 1 usable, 0 failed", ["check"]
+)
+READINESS_FAILURES = Counter(
+    "updown_readiness_check_failures_total", "Failed readiness checks, by dependency (database, storage)", ["check"]
+)
+for _check in ("database", "storage"):  # both known from the start: a dashboard shows 0, not "no data"
+    READINESS_FAILURES.labels(_check)

@@ -47,7 +47,15 @@ def ready_state(*relations: testing.RelationBase, **config: object) -> testing.S
 
 def test_install_installs_nginx_only(cache_ctx, cache_host):
     out = cache_ctx.run(cache_ctx.on.install(), testing.State(config=CONFIG, relations=[app_relation(0)]))
-    assert ["apt-get", "install", "-y", "-q", "--no-install-recommends", "nginx"] in cache_host
+    assert [
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "nginx",
+        "prometheus-nginx-exporter",
+    ] in cache_host
     assert not any("varnish" in c or "haproxy" in c for c in cache_host)
     stored = out.get_stored_state("_stored", owner_path="CacheCharm")
     assert stored.content["role"] == "backend"

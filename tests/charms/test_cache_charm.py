@@ -64,7 +64,16 @@ def installed(role: str) -> testing.StoredState:
 
 def test_install_installs_packages_and_waits_for_config(cache_ctx, cache_host):
     out = cache_ctx.run(cache_ctx.on.install(), testing.State())
-    assert ["apt-get", "install", "-y", "-q", "--no-install-recommends", "haproxy", "varnish"] in cache_host
+    assert [
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "haproxy",
+        "varnish",
+        "prometheus-varnish-exporter",
+    ] in cache_host
     assert out.unit_status.name == "blocked"
     assert "public-hostname is required for role=frontend" in out.unit_status.message
     assert not layout().haproxy_cfg.exists()

@@ -15,7 +15,7 @@ import pytest
 from scripts.throwaway_ca import make_tls
 
 import workload
-from models import CacheConfig, CacheState, Origin, RingMember, TLSMaterial
+from models import CacheConfig, CacheState, Origin, RingMember, Telemetry, TLSMaterial
 from tests.charms.standins import named_servers
 from tests.charms.test_cache_rendered_configs import need
 from tests.support.server import free_port
@@ -49,6 +49,7 @@ def owners(tmp: Path, tls: TLSMaterial, members: dict[int, int], ring: list[int]
         ring=tuple(RingMember(unit_name=f"updown-cache/{u}", address="127.0.0.1", port=members[u]) for u in ring),
         origins=(Origin(unit_name="updown-app/0", address="127.0.0.1", port=9),),
         tls=tls,
+        telemetry=Telemetry(haproxy=free_port()),  # its metrics frontend too on a port of its own
     )
     layout = workload.Layout.under(tmp)
     workload.write_files(workload.rendered_files(state, layout))

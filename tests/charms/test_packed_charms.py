@@ -48,6 +48,16 @@ def test_what_juju_runs_is_executable(packed_charms: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", CHARMS)
+def test_what_the_cos_agent_forwards_is_packed(packed_charms: Path, name: str) -> None:
+    """cos-agent reads the rules and dashboards from the charm's directory on the unit."""
+    with zipfile.ZipFile(charm_file(packed_charms, name)) as archive:
+        names = archive.namelist()
+    assert any(n.startswith("src/prometheus_alert_rules/") and n.endswith(".rules") for n in names)
+    assert any(n.startswith("src/grafana_dashboards/") and n.endswith(".json") for n in names)
+    assert "lib/updown_charms/cos_agent.py" in names
+
+
+@pytest.mark.parametrize("name", CHARMS)
 def test_no_build_leftovers_or_repository_files(packed_charms: Path, name: str) -> None:
     with zipfile.ZipFile(charm_file(packed_charms, name)) as archive:
         tops = {n.split("/", 1)[0] for n in archive.namelist()}

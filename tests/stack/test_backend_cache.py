@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "charms" / "common"
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "charms" / "cache" / "src"))
 
 import workload
-from models import CacheConfig, CacheState, Origin
+from models import CacheConfig, CacheState, Origin, Telemetry
 
 MiB = 1024 * 1024
 SLICE = 8 * MiB
@@ -236,6 +236,8 @@ def units(tls_store: TlsStore, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 ),
                 # the app runs on this host: its address is the unit's own, always allowed
                 origins=(Origin(unit_name="updown-app/0", address="127.0.0.1", port=8000),),
+                # two units on one machine: the stub_status port of each its own
+                telemetry=Telemetry(nginx_status=free_port()),
             )
             root = tmp_path_factory.mktemp(name.replace("/", "-"))
             started.append(Unit(name, port, state, workload.Layout.under(root)).start())

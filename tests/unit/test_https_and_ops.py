@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import updown_app
 from tests.support.server import KEY_ID, ServerProcess, make_server
 from updown_app.client import UpdownError
 
@@ -40,6 +41,23 @@ def test_health_readiness_and_metrics(server: ServerProcess) -> None:
     assert 'updown_http_requests_total{method="GET",route="/{package}/{revision}/{filename}",status="404"}' in text
     assert 'updown_upload_failures_total{reason="missing_signature"}' in text
     assert "updown_http_sent_bytes_total" in text
+
+
+def test_metrics_the_dashboards_and_alerts_read(server: ServerProcess) -> None:
+    """Downloads by hostname, the readiness of each dependency, the release (a rollout shows two)."""
+    with server.http() as http:
+        assert http.get("/readyz").status_code == 200
+        http.get("/nothing/here/at-all")
+        http.get("/nothing/here/at-all", headers={"host": "private.localhost"})
+        http.get("/v1/files/" + "0" * 32)  # not a download
+        text = http.get("/metrics").text
+    assert 'updown_downloads_total{host="public",status="404"}' in text
+    assert 'updown_downloads_total{host="private",status="401"}' in text
+    assert 'updown_downloads_total{host="other"' not in text
+    assert 'updown_readiness_check_ok{check="storage"} 1.0' in text
+    assert 'updown_readiness_check_ok{check="database"} 1.0' in text
+    assert 'updown_readiness_check_failures_total{check="storage"} 0.0' in text
+    assert f'updown_build_info{{version="{updown_app.__version__}"}} 1.0' in text
 
 
 def test_logs_are_json_and_hold_no_secrets(server: ServerProcess) -> None:

@@ -14,8 +14,9 @@ from charmlibs.interfaces.tls_certificates import (
 
 import state as juju_state
 import workload
-from models import CacheState, RingMember, TLSMaterial
+from models import CacheState, RingMember, Telemetry, TLSMaterial
 from state import APP, CERTIFICATES, RING
+from updown_charms import cos_agent
 from updown_charms.interface import CacheUnitData, RingUnitData
 from updown_charms.status import StateError
 from updown_charms.values import Role
@@ -52,6 +53,8 @@ class CacheCharm(ops.CharmBase):
             self.on[APP].relation_departed,
             self.on[APP].relation_broken,
             self.on[CERTIFICATES].relation_changed,
+            self.on[cos_agent.RELATION].relation_joined,
+            self.on[cos_agent.RELATION].relation_changed,
             self.on[CERTIFICATES].relation_broken,
             self.certificates.on.certificate_available,
         ):
@@ -65,11 +68,12 @@ class CacheCharm(ops.CharmBase):
         self.unit.status = ops.MaintenanceStatus(
             "installing nginx" if role is Role.BACKEND else "installing haproxy and varnish"
         )
-        workload.install(role)
+        workload.install(role, LAYOUT)
         self._stored.installed = True
         self._reconcile(event)
 
     def _reconcile(self, _event: ops.EventBase) -> None:
+        self._publish_telemetry()
         try:
             state = self._build_state(publish=True)
         except StateError as problem:
@@ -138,6 +142,12 @@ class CacheCharm(ops.CharmBase):
         if not clients:
             raise StateError(ops.WaitingStatus("waiting for the updown-app units to publish their address"))
         return CacheState(unit_name=self.unit.name, address=address, config=config, origins=clients)
+
+    def _publish_telemetry(self) -> None:
+        """What the COS agent scrapes here, the rules and dashboards: known from the role alone, so COS sees a
+        unit (and alerts on it) even while its config is incomplete."""
+        role = Role.BACKEND if str(self.config.get("role", "")).strip() == Role.BACKEND.value else Role.FRONTEND
+        cos_agent.publish(self, workload.scrape_jobs(role, Telemetry()))
 
     def _publish(self, role: Role, address: str, port: int) -> None:
         ring = self.model.get_relation(RING)

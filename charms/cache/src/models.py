@@ -157,6 +157,18 @@ class TLSMaterial(BaseModel):
         return self.chain.strip() + "\n" + self.key.strip() + "\n"
 
 
+class Telemetry(BaseModel):
+    """Loopback ports of a unit's metrics endpoints: the COS agent runs on the same machine and scrapes them there;
+    nothing off the machine can reach them. Not config options: the local stack alone moves them (one machine)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    haproxy: Port = 9101  # HAProxy's built-in Prometheus exporter, and the certificate's expiry (role=frontend)
+    varnish_exporter: Port = 9131  # prometheus-varnish-exporter (role=frontend)
+    nginx_status: Port = 9112  # nginx's stub_status, read by the exporter only (role=backend)
+    nginx_exporter: Port = 9113  # prometheus-nginx-exporter (role=backend)
+
+
 class CacheState(BaseModel):
     """Everything the workload renders from. Ring members and origins are sorted, so equal inputs give
     byte-identical configs on every unit."""
@@ -170,6 +182,7 @@ class CacheState(BaseModel):
     origins: tuple[Origin, ...] = ()
     tls: TLSMaterial | None = None
     bind_address: str = "0.0.0.0"  # where HAProxy and Varnish listen; the stack uses one loopback address a unit
+    telemetry: Telemetry = Telemetry()
 
     @field_validator("ring")
     @classmethod

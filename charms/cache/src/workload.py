@@ -14,17 +14,29 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from models import CacheState, size_bytes
-from updown_charms import files
+from cryptography import x509
+
+from models import CacheState, Telemetry, TLSMaterial, size_bytes
+from updown_charms import cos_agent, files
 from updown_charms.files import write_files as write_files  # the stack and the tests write with it too
 from updown_charms.values import Role
 
 logger = logging.getLogger(__name__)
 
-PACKAGES = ("haproxy", "varnish")  # role=frontend
 CACHE_LOCK_TIMEOUT = 1  # seconds; below updown_app.storage.read_cache.READ_TIMEOUT
-BACKEND_PACKAGES = ("nginx",)  # Debian/Ubuntu's nginx has the slice module (`nginx -V`: --with-http_slice_module)
+# The exporters are Debian/Ubuntu packages too; HAProxy's is built in (`http-request use-service prometheus-exporter`).
+PACKAGES = ("haproxy", "varnish", "prometheus-varnish-exporter")  # role=frontend
+# Debian/Ubuntu's nginx has the slice module (`nginx -V`: --with-http_slice_module)
+BACKEND_PACKAGES = ("nginx", "prometheus-nginx-exporter")
+VARNISH_EXPORTER = "prometheus-varnish-exporter"
+NGINX_EXPORTER = "prometheus-nginx-exporter"
+# Where the metrics endpoints listen (Telemetry's ports): the COS agent scrapes them on the machine itself.
+METRICS_ADDRESS = "127.0.0.1"
+HAPROXY_METRICS_PATH = "/metrics"
+TLS_METRICS_PATH = "/metrics/tls"
+NGINX_STATUS_PATH = "/stub_status"
 # The CA bundle nginx trusts for the store when `upstream-ca` is empty.
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 NGINX_USER = "www-data"
@@ -44,6 +56,10 @@ class Layout:
     haproxy_socket: Path = Path("/run/haproxy/admin.sock")
     vcl: Path = Path("/etc/varnish/updown.vcl")
     varnish_dropin: Path = Path("/etc/systemd/system/varnish.service.d/updown.conf")
+    # The serving certificate's expiry in Prometheus' text format, which HAProxy's metrics frontend serves.
+    tls_metrics: Path = Path("/etc/haproxy/updown-tls.prom")
+    varnish_exporter_dropin: Path = Path(f"/etc/systemd/system/{VARNISH_EXPORTER}.service.d/updown.conf")
+    nginx_exporter_dropin: Path = Path(f"/etc/systemd/system/{NGINX_EXPORTER}.service.d/updown.conf")
     # role=backend. nginx.conf is the one nginx.service runs (Debian's default site is not included); its pid file
     # is the unit's PIDFile.
     nginx_conf: Path = Path("/etc/nginx/nginx.conf")
@@ -176,6 +192,8 @@ def render_haproxy(state: CacheState, layout: Layout) -> str:
         "    acl cacheable_method method GET HEAD",
         "    acl api path_beg /v1/",
         f"    acl public_host req.hdr(host),field(1,:),lower -m str {_q(cfg.public_hostname)}",
+        # The app's own metrics answer loopback only; the public is not even routed to them.
+        "    " + _json_error(404, "not_found", "not found") + " if { path /metrics } || { path_beg /metrics/ }",
         "    use_backend app if api",
         "    use_backend ring if public_host cacheable_method",
         # Anything else (the private hostname, unknown hosts, non-GET/HEAD): straight to the app, never cached.
@@ -204,7 +222,31 @@ def render_haproxy(state: CacheState, layout: Layout) -> str:
     lines += [
         f"    server {o.server_name} {o.address}:{o.port}" + (" disabled" if o.draining else "") for o in state.origins
     ]
+    lines += [
+        "",
+        "frontend metrics",
+        "    # Scraped by the COS agent on this machine, on loopback only: HAProxy's counters (the built-in exporter)",
+        "    # and the serving certificate's expiry.",
+        f"    bind {METRICS_ADDRESS}:{state.telemetry.haproxy}",
+        "    http-request set-log-level silent",  # scrapes every few seconds: not worth a log line
+        f"    http-request use-service prometheus-exporter if {{ path {HAPROXY_METRICS_PATH} }}",
+        '    http-request return status 200 content-type "text/plain; version=0.0.4"'
+        f" file {layout.tls_metrics} if {{ path {TLS_METRICS_PATH} }}",
+        "    http-request return status 404",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def render_tls_metrics(tls: TLSMaterial) -> str:
+    """The leaf certificate's notAfter, for the certificate-expiry alerts (HAProxy 2.6's exporter has no such
+    metric)."""
+    leaf = x509.load_pem_x509_certificate(tls.chain.encode())  # the first certificate of the chain
+    name = "updown_tls_certificate_expiry_timestamp_seconds"
+    return (
+        f"# HELP {name} When the certificate HAProxy serves expires (Unix time).\n"
+        f"# TYPE {name} gauge\n"
+        f"{name} {int(leaf.not_valid_after_utc.timestamp())}\n"
+    )
 
 
 def render_vcl(state: CacheState) -> str:
@@ -389,6 +431,42 @@ def render_varnish_dropin(state: CacheState, layout: Layout) -> str:
     )
 
 
+def varnish_exporter_args(telemetry: Telemetry) -> list[str]:
+    """prometheus-varnish-exporter's arguments (it reads varnishd's shared memory through varnishstat)."""
+    return ["-web.listen-address", f"{METRICS_ADDRESS}:{telemetry.varnish_exporter}", "-raw"]
+
+
+def nginx_exporter_args(telemetry: Telemetry) -> list[str]:
+    """prometheus-nginx-exporter's arguments: it reads nginx's stub_status."""
+    status = f"http://{METRICS_ADDRESS}:{telemetry.nginx_status}{NGINX_STATUS_PATH}"
+    return ["-nginx.scrape-uri", status, "-web.listen-address", f"{METRICS_ADDRESS}:{telemetry.nginx_exporter}"]
+
+
+def exporter_dropins(role: Role, telemetry: Telemetry, layout: Layout) -> dict[Path, str]:
+    """The systemd drop-in of the role's exporter: where it listens (loopback) and what it reads."""
+    if role is Role.BACKEND:
+        return {layout.nginx_exporter_dropin: _exporter_dropin(NGINX_EXPORTER, nginx_exporter_args(telemetry))}
+    return {layout.varnish_exporter_dropin: _exporter_dropin(VARNISH_EXPORTER, varnish_exporter_args(telemetry))}
+
+
+def _exporter_dropin(binary: str, args: list[str]) -> str:
+    return (
+        "# Rendered by the updown-cache charm; do not edit.\n[Service]\nExecStart=\n"
+        f"ExecStart=/usr/bin/{binary} {' '.join(args)}\n"
+    )
+
+
+def scrape_jobs(role: Role, telemetry: Telemetry) -> list[dict[str, Any]]:
+    """What the COS agent on this machine scrapes (cos-agent's metrics_scrape_jobs)."""
+    if role is Role.BACKEND:
+        return [cos_agent.scrape_job("nginx", telemetry.nginx_exporter)]
+    return [
+        cos_agent.scrape_job("haproxy", telemetry.haproxy, HAPROXY_METRICS_PATH),
+        cos_agent.scrape_job("haproxy-tls", telemetry.haproxy, TLS_METRICS_PATH),
+        cos_agent.scrape_job("varnish", telemetry.varnish_exporter),
+    ]
+
+
 def rendered_files(state: CacheState, layout: Layout) -> dict[Path, str]:
     """Every file a frontend unit needs, by path. Needs TLS material (the charm waits for it)."""
     if state.tls is None:
@@ -396,8 +474,10 @@ def rendered_files(state: CacheState, layout: Layout) -> dict[Path, str]:
     return {
         layout.haproxy_cfg: render_haproxy(state, layout),
         layout.tls_pem: state.tls.as_haproxy_pem(),
+        layout.tls_metrics: render_tls_metrics(state.tls),
         layout.vcl: render_vcl(state),
         layout.varnish_dropin: render_varnish_dropin(state, layout),
+        **exporter_dropins(Role.FRONTEND, state.telemetry, layout),
     }
 
 
@@ -549,6 +629,18 @@ def render_nginx(state: CacheState, layout: Layout, *, user: str | None = NGINX_
         "            proxy_ssl_session_reuse on;",
         "        }",
         "    }",
+        "",
+        "    # What prometheus-nginx-exporter reads, on loopback only.",
+        "    server {",
+        f"        listen {METRICS_ADDRESS}:{state.telemetry.nginx_status};",
+        "        access_log off;",
+        f"        location = {NGINX_STATUS_PATH} {{",
+        "            stub_status;",
+        "        }",
+        "        location / {",
+        "            return 404;",
+        "        }",
+        "    }",
         "}",
     ]
     return "\n".join(out) + "\n"
@@ -556,7 +648,10 @@ def render_nginx(state: CacheState, layout: Layout, *, user: str | None = NGINX_
 
 def rendered_backend_files(state: CacheState, layout: Layout, *, user: str | None = NGINX_USER) -> dict[Path, str]:
     """Every file a backend unit needs, by path."""
-    files = {layout.nginx_conf: render_nginx(state, layout, user=user)}
+    files = {
+        layout.nginx_conf: render_nginx(state, layout, user=user),
+        **exporter_dropins(Role.BACKEND, state.telemetry, layout),
+    }
     if state.config.upstream_ca:
         files[layout.nginx_ca] = state.config.upstream_ca
     return files
@@ -630,8 +725,12 @@ def apply_backend(state: CacheState, layout: Layout) -> set[Path]:
     )
     if not changed:
         return changed
-    run(["systemctl", "reload-or-restart", "nginx"])
-    run(["systemctl", "enable", "--now", "nginx"])
+    if layout.nginx_conf in changed or layout.nginx_ca in changed:
+        run(["systemctl", "reload-or-restart", "nginx"])
+    if layout.nginx_exporter_dropin in changed:
+        run(["systemctl", "daemon-reload"])
+        run(["systemctl", "restart", NGINX_EXPORTER])
+    run(["systemctl", "enable", "--now", "nginx", NGINX_EXPORTER])
     return changed
 
 
@@ -643,7 +742,10 @@ def run(argv: Sequence[str]) -> None:
     subprocess.run(list(argv), check=True, capture_output=True, text=True)
 
 
-def install(role: Role = Role.FRONTEND) -> None:
+def install(role: Role = Role.FRONTEND, layout: Layout | None = None) -> None:
+    # The exporter's drop-in first: its package starts it at once, which would otherwise listen on every address
+    # (the package's default) until the first config is applied.
+    write_files(exporter_dropins(role, Telemetry(), layout or Layout()))
     run(["apt-get", "update", "-q"])
     packages = BACKEND_PACKAGES if role is Role.BACKEND else PACKAGES
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages])
@@ -672,7 +774,10 @@ def apply(state: CacheState, layout: Layout) -> set[Path]:
         run(["systemctl", "restart", "varnish"])
     elif layout.vcl in changed:
         run(["systemctl", "reload", "varnish"])
-    if changed & {layout.haproxy_cfg, layout.tls_pem}:
+    if changed & {layout.haproxy_cfg, layout.tls_pem, layout.tls_metrics}:
         run(["systemctl", "reload-or-restart", "haproxy"])
-    run(["systemctl", "enable", "--now", "haproxy", "varnish"])
+    if layout.varnish_exporter_dropin in changed:
+        run(["systemctl", "daemon-reload"])
+        run(["systemctl", "restart", VARNISH_EXPORTER])
+    run(["systemctl", "enable", "--now", "haproxy", "varnish", VARNISH_EXPORTER])
     return changed

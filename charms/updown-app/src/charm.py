@@ -22,13 +22,9 @@ from models import AppState, PauseAfter
 from rollout import Action, AppRollout, Phase, UnitRollout
 from s3_integrator import S3_CREDENTIALS
 from state import BACKEND_CACHE, DATABASE, FRONTEND_CACHE, PEER
+from updown_charms import cos_agent
 from updown_charms.interface import AppUnitData
 from updown_charms.status import StateError
-
-try:  # `charmcraft fetch-libs` brings it into lib/ at pack time (charmcraft.yaml `charm-libs`)
-    from charms.grafana_agent.v0.cos_agent import COSAgentProvider  # type: ignore[import-not-found,unused-ignore]
-except ImportError:
-    COSAgentProvider = None
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +59,8 @@ class UpdownAppCharm(ops.CharmBase):
         self.framework.observe(self.on.resume_refresh_action, self._on_resume_refresh)
         self.framework.observe(self.on.rollback_action, self._on_rollback)
         self.framework.observe(self.on.show_config_action, self._on_show_config)
-        if COSAgentProvider is not None:  # /metrics on the service port (plain HTTP, exempt from the redirect)
-            port = int(str(self.config.get("port", 8000)))
-            self._cos_agent = COSAgentProvider(self, metrics_endpoints=[{"path": "/metrics", "port": port}])
+        for event in (self.on[cos_agent.RELATION].relation_joined, self.on[cos_agent.RELATION].relation_changed):
+            self.framework.observe(event, self._on_cos_agent)
 
     # -- events ------------------------------------------------------------------------------------------------
 
@@ -115,6 +110,18 @@ class UpdownAppCharm(ops.CharmBase):
                 time.sleep(DRAIN_SETTLE)
             me = deploy.restart_onto(me, app, st, files, attempt, LAYOUT, self._say)
         self._publish(peer, app, me, draining=me.phase is not Phase.IDLE, state=st)
+
+    def _on_cos_agent(self, _event: ops.EventBase) -> None:
+        try:
+            port = workload.running_port(LAYOUT) or juju_state.load_config(self).port
+        except StateError:
+            port = int(str(self.config.get("port", 8000)))
+        self._publish_telemetry(port)
+
+    def _publish_telemetry(self, port: int) -> None:
+        """/metrics on the service port (plain HTTP, exempt from the redirect), which answers loopback only (the
+        COS agent's scrape) and is never routed from the public by the frontend caches."""
+        cos_agent.publish(self, [cos_agent.scrape_job("updown", port, "/metrics")])
 
     # -- status ------------------------------------------------------------------------------------------------
 
@@ -240,6 +247,7 @@ class UpdownAppCharm(ops.CharmBase):
             return
         # The port the service runs on now: a changed port only becomes true at this unit's restart.
         port = workload.running_port(LAYOUT) or config.port
+        self._publish_telemetry(port)
         data = AppUnitData(address=address, port=port, health_path=workload.HEALTH_PATH, draining=draining)
         for endpoint in (FRONTEND_CACHE, BACKEND_CACHE):
             for relation in self.model.relations[endpoint]:

@@ -131,7 +131,12 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     if settings.trusted_proxies:
         middleware.append(Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies))
     middleware += [
-        Middleware(MetricsMiddleware, access_log=settings.access_log),
+        Middleware(
+            MetricsMiddleware,
+            access_log=settings.access_log,
+            public_host=settings.public_host,
+            private_host=settings.private_host,
+        ),
         Middleware(StrictHostMiddleware),
         Middleware(
             HttpsOnlyMiddleware,

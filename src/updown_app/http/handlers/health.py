@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from updown_app.http.state import ctx
+from updown_app.metrics import READINESS_FAILURES, READINESS_OK
 from updown_app.runtime import Runtime
 
 log = logging.getLogger("updown.health")
@@ -48,6 +49,8 @@ async def _check(context: Runtime) -> dict[str, str]:
         except Exception as exc:  # readiness reports every failure, whatever its kind
             log.warning("readiness check failed", extra={"check": name, "error": type(exc).__name__})
             checks[name] = "timeout" if isinstance(exc, TimeoutError) else "failed"
+            READINESS_FAILURES.labels(name).inc()
+        READINESS_OK.labels(name).set(1 if checks[name] == "ok" else 0)
     return checks
 
 

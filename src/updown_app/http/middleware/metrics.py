@@ -16,10 +16,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from updown_app.auth.links import redacted_path  # link tokens never reach the logs
 from updown_app.http.errors import error_response
+from updown_app.http.middleware.host import hostname
 from updown_app.http.state import ctx
-from updown_app.metrics import BYTES_IN, BYTES_OUT, DURATION, REQUESTS
+from updown_app.metrics import BYTES_IN, BYTES_OUT, DOWNLOADS, DURATION, REQUESTS
 
 access_log = logging.getLogger("updown.access")
+# The routes that serve files (counted by hostname in updown_downloads_total).
+DOWNLOAD_ROUTES = frozenset(
+    {
+        "/{package}/{revision}/{filename}",
+        "/-/link/{token}/{package}/{revision}/{filename}",
+        "/{package}/{channel}/latest/{pattern}",
+    }
+)
 
 
 def route_of(scope: Scope) -> str:
@@ -28,9 +37,10 @@ def route_of(scope: Scope) -> str:
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
+    def __init__(self, app: ASGIApp, access_log: bool = True, public_host: str = "", private_host: str = "") -> None:
         self.app = app
         self.access_log = access_log
+        self.hosts = {public_host: "public", private_host: "private"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,6 +71,8 @@ class MetricsMiddleware:
             route = route_of(scope)
             REQUESTS.labels(route, scope["method"], str(status)).inc()
             DURATION.labels(route).observe(time.perf_counter() - start)
+            if route in DOWNLOAD_ROUTES:
+                DOWNLOADS.labels(self._host_kind(scope), str(status)).inc()
             if received:
                 BYTES_IN.labels(route).inc(received)
             if sent:
@@ -81,6 +93,11 @@ class MetricsMiddleware:
                         "client": client[0] if client else None,
                     },
                 )
+
+    def _host_kind(self, scope: Scope) -> str:
+        """public, private or other: a bounded label, whatever Host a client sends."""
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+        return self.hosts.get(hostname(host), "other") if host else "other"
 
 
 def _allowed(client: str | None, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
