@@ -107,7 +107,11 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
                 task.cancel()
             await close_runtime(context)
 
+    # Starlette tries routes in order. Downloads are most requests, so their route comes first, after the only
+    # route of the same shape (three segments) it would otherwise shadow.
     routes = [
+        Route("/v1/files/{file_id}", files.info, methods=["GET"]),
+        Route("/{package}/{revision}/{filename}", download.download, methods=["GET", "HEAD"]),
         Route("/healthz", health.healthz, methods=["GET", "HEAD"]),
         Route("/readyz", health.readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -118,14 +122,12 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.patch, methods=["PATCH"]),
         Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.terminate, methods=["DELETE"]),
         Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.options, methods=["OPTIONS"]),
-        Route("/v1/files/{file_id}", files.info, methods=["GET"]),
         Route("/v1/files/{file_id}/publish", files.publish, methods=["POST"]),
         Route("/v1/files/{file_id}/unpublish", files.unpublish, methods=["POST"]),
         Route("/v1/files/{file_id}/links", links.mint, methods=["POST"]),
         Route("/-/link/{token}/{package}/{revision}/{filename}", links.download, methods=["GET", "HEAD"]),
         Route("/-/tuf/metadata/{name}", index.metadata, methods=["GET", "HEAD"]),
         Route("/{package}/{channel}/latest/{pattern}", latest.latest, methods=["GET", "HEAD"]),
-        Route("/{package}/{revision}/{filename}", download.download, methods=["GET", "HEAD"]),
     ]
     middleware = []
     if settings.trusted_proxies:

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 from ipaddress import IPv4Network, IPv6Network
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -29,6 +30,18 @@ DOWNLOAD_ROUTES = frozenset(
         "/{package}/{channel}/latest/{pattern}",
     }
 )
+
+
+_CHILDREN: dict[tuple[object, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, kept: the library's lookup takes a lock and builds a key on every call."""
+    key = (metric, *labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
 
 
 def route_of(scope: Scope) -> str:
@@ -69,14 +82,14 @@ class MetricsMiddleware:
             await self.app(scope, counting_receive, counting_send)
         finally:
             route = route_of(scope)
-            REQUESTS.labels(route, scope["method"], str(status)).inc()
-            DURATION.labels(route).observe(time.perf_counter() - start)
+            _child(REQUESTS, route, scope["method"], str(status)).inc()
+            _child(DURATION, route).observe(time.perf_counter() - start)
             if route in DOWNLOAD_ROUTES:
-                DOWNLOADS.labels(self._host_kind(scope), str(status)).inc()
+                _child(DOWNLOADS, self._host_kind(scope), str(status)).inc()
             if received:
-                BYTES_IN.labels(route).inc(received)
+                _child(BYTES_IN, route).inc(received)
             if sent:
-                BYTES_OUT.labels(route).inc(sent)
+                _child(BYTES_OUT, route).inc(sent)
             if self.access_log:
                 client = scope.get("client")
                 # The path is logged without its query string: signed GETs carry fields there.
