@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/python3 -I
 """apt's transport method for updown's private host: ``updown+https://``.
 
 apt's own ``https`` method can send only HTTP Basic credentials; the private host wants an SSO bearer token. This
@@ -11,6 +11,9 @@ The token comes only from apt's configuration: ``Acquire::updown+https::<host>::
 ``Acquire::updown+https::Token-File``) names a file holding it, which must not be readable by group or others.
 The file is read when apt sends its configuration, before the method drops root to ``APT::Sandbox::User`` as
 apt's own methods do.
+
+It runs isolated (``python3 -I``): apt runs it as root, so no ``PYTHONPATH`` or user site of the caller's
+environment may inject code, and the script's own directory is not put first on ``sys.path``.
 
 Standard library only (it ships in a ``.deb`` that depends on nothing but python3) and one file, so the same
 module is both the packaged method and the ``updown-apt-method`` entry point.
@@ -114,7 +117,7 @@ def read_messages(stream: IO[bytes]) -> Iterator[Message]:
 def _clean(value: str) -> str:
     """A value apt accepts: apt aborts on control characters other than tab and newline, and a newline would
     start a new field, so both become spaces."""
-    return "".join(" " if c in "\r\n" else c for c in value if c in "\t\r\n" or ord(c) >= 32 and ord(c) != 127)
+    return "".join(" " if c in "\r\n" else c for c in value if c in "\t\r\n" or (ord(c) >= 32 and ord(c) != 127))
 
 
 def format_message(code: int, text: str, fields: Iterable[tuple[str, str]] = ()) -> bytes:
@@ -632,6 +635,11 @@ class Fetcher:
                 "apt resumes on the next try",
                 transient=True,
             )
+        if resume_point and not _etag_matches(response, digests):
+            # If-Range by date is only as good as the partial file's date: a partial file of another version
+            # that happens to carry the same date was continued. Start again from nothing.
+            os.unlink(filename)
+            raise _Retry()
         _check_etag(response, digests, filename, target)
         done = [("URI", uri), ("Filename", filename), ("Size", str(digests.size))]
         if modified is not None:
@@ -669,6 +677,11 @@ def _maximum_size(item: Message) -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return 0
+
+
+def _etag_matches(response: http.client.HTTPResponse, digests: Digests) -> bool:
+    etag = _ETAG_SHA256.match(response.getheader("ETag", ""))
+    return etag is None or digests.hexdigest("SHA256") == etag.group(1)
 
 
 def _check_etag(response: http.client.HTTPResponse, digests: Digests, filename: str, target: Target) -> None:

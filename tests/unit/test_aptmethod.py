@@ -1,0 +1,264 @@
+"""The ``updown+https`` apt method driven as apt drives it — messages on its stdin, answers on its stdout — against
+a real ``updown serve`` with private downloads (fake SSO and store on loopback)."""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import os
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import apt_method
+from tests.support.apt_method import PRIVATE, MethodProcess, corrupt_object, method, publish_private, write_token
+from tests.support.fake_sso import FakeSso, FakeStore
+from tests.support.server import ServerProcess
+
+sso, store, srv = apt_method.sso, apt_method.store, apt_method.srv  # module-scoped fixtures
+
+DATA = os.urandom(700_000)  # a few of the method's 256 KiB chunks
+
+
+def _hashes(data: bytes) -> dict[str, str]:
+    return {
+        "MD5Sum-Hash": hashlib.md5(data).hexdigest(),
+        "SHA1-Hash": hashlib.sha1(data).hexdigest(),
+        "SHA256-Hash": hashlib.sha256(data).hexdigest(),
+        "SHA512-Hash": hashlib.sha512(data).hexdigest(),
+    }
+
+
+class Setup:
+    """One user, one private package with one file, a token file for it, and the method's configuration."""
+
+    def __init__(self, srv: ServerProcess, sso: FakeSso, store: FakeStore, tmp: Path, data: bytes = DATA) -> None:
+        self.user = "u" + secrets.token_hex(4)
+        self.package = "p" + secrets.token_hex(4)
+        self.data = data
+        (tmp / "src").mkdir()
+        source = tmp / "src" / "app.bin"
+        source.write_bytes(data)
+        self.record = publish_private(srv, source, self.package)
+        self.token = sso.issue(secrets.token_urlsafe(24), self.user)
+        store.grants.add((self.user, self.package))
+        self.token_file = write_token(tmp / "updown.token", self.token)
+        self.uri = f"updown+https://{PRIVATE}:{srv.port}/{self.package}/1/app.bin"
+        self.dest = tmp / "partial" / "app.bin"
+        self.dest.parent.mkdir()
+        self.config = {
+            f"Acquire::updown+https::{PRIVATE}::Token-File": str(self.token_file),
+            "Acquire::https::CaInfo": str(srv.cert),
+        }
+
+    def start(self, m: MethodProcess, **config: str) -> None:
+        caps = m.next()
+        assert caps.code == 100
+        m.configure({**self.config, **config})
+
+
+@pytest.fixture
+def setup(srv: ServerProcess, sso: FakeSso, store: FakeStore, tmp_path: Path) -> Setup:
+    return Setup(srv, sso, store, tmp_path)
+
+
+def test_capabilities_are_what_apt_needs() -> None:
+    with method() as m:
+        caps = m.next()
+    assert (caps.code, caps.text) == (100, "Capabilities")
+    assert caps["Pipeline"] == "true"
+    assert caps["Send-Config"] == "true"
+    assert caps["Single-Instance"] == "true"
+    assert caps["Send-URI-Encoded"] == "true"
+
+
+def test_download_with_a_token_reports_every_hash(setup: Setup) -> None:
+    with method() as m:
+        setup.start(m)
+        m.acquire(setup.uri, setup.dest)
+        done = m.finish(setup.uri)
+        messages = m.for_uri(setup.uri)
+    assert done.code == 201, done
+    assert setup.dest.read_bytes() == setup.data
+    assert done["Filename"] == str(setup.dest)
+    assert done["Size"] == str(len(setup.data))
+    for name, value in _hashes(setup.data).items():
+        assert done[name] == value
+    start = next(msg for msg in messages if msg.code == 200)
+    assert start["Size"] == str(len(setup.data))
+    assert "Resume-Point" not in start.fields
+    # Last-Modified is what apt sends back next time; the file's date is the server's, for If-Range.
+    modified = email.utils.parsedate_to_datetime(done["Last-Modified"]).timestamp()
+    assert setup.dest.stat().st_mtime == modified
+
+
+def test_if_modified_since_is_an_ims_hit(setup: Setup) -> None:
+    with method() as m:
+        setup.start(m)
+        m.acquire(setup.uri, setup.dest, Index_File="true")
+        first = m.finish(setup.uri)
+        assert first.code == 201, first
+        # apt moved the file to lists/ and now asks again with the date it was given.
+        setup.dest.rename(setup.dest.with_suffix(".final"))
+        m.acquire(setup.uri, setup.dest, Index_File="true", Last_Modified=first["Last-Modified"])
+        m.seen.clear()
+        hit = m.finish(setup.uri)
+    assert hit.code == 201, hit
+    assert hit["IMS-Hit"] == "true"
+    assert hit["Filename"] == str(setup.dest)
+    assert not setup.dest.exists()
+    assert [msg.code for msg in m.for_uri(setup.uri) if msg.code != 102] == [201]  # no 200: nothing was sent
+
+
+def test_an_older_copy_is_downloaded_again(setup: Setup) -> None:
+    long_ago = email.utils.formatdate(time.time() - 86400 * 30, usegmt=True)
+    with method() as m:
+        setup.start(m)
+        m.acquire(setup.uri, setup.dest, Index_File="true", Last_Modified=long_ago)
+        done = m.finish(setup.uri)
+    assert done.code == 201 and "IMS-Hit" not in done.fields, done
+    assert setup.dest.read_bytes() == setup.data
+
+
+def test_resume_of_a_partial_file(setup: Setup) -> None:
+    with method() as m:
+        setup.start(m)
+        m.acquire(setup.uri, setup.dest)
+        modified = email.utils.parsedate_to_datetime(m.finish(setup.uri)["Last-Modified"]).timestamp()
+    # A download cut short: the method left the part it had, dated as the server dated the file.
+    setup.dest.write_bytes(setup.data[:300_000])
+    os.utime(setup.dest, (modified, modified))
+    with method() as m:
+        setup.start(m)
+        m.acquire(setup.uri, setup.dest)
+        done = m.finish(setup.uri)
+        start = next(msg for msg in m.for_uri(setup.uri) if msg.code == 200)
+    assert start["Resume-Point"] == "300000"
+    assert start["Size"] == str(len(setup.data))
+    assert done.code == 201, done
+    assert done["Resume-Point"] == "300000"
+    assert setup.dest.read_bytes() == setup.data
+    for name, value in _hashes(setup.data).items():  # hashes of the whole file, not of the part received
+        assert done[name] == value
+
+
+@pytest.mark.parametrize("same_date", [False, True])
+def test_a_partial_file_of_another_version_is_replaced(setup: Setup, same_date: bool) -> None:
+    with method() as m:
+        setup.start(m)
+        m.acquire(setup.uri, setup.dest)
+        modified = email.utils.parsedate_to_datetime(m.finish(setup.uri)["Last-Modified"]).timestamp()
+    # Another file's partial download: dated long ago (If-Range fails: the whole file is sent), or by bad luck
+    # carrying the very date of this one (the server continues it; the SHA-256 shows the result is wrong).
+    setup.dest.write_bytes(b"x" * 1000)
+    when = modified if same_date else modified - 86400
+    os.utime(setup.dest, (when, when))
+    with method() as m:
+        setup.start(m)
+        m.acquire(setup.uri, setup.dest)
+        done = m.finish(setup.uri)
+    assert done.code == 201, done
+    assert "Resume-Point" not in done.fields
+    assert setup.dest.read_bytes() == setup.data
+
+
+def test_pipelined_requests_are_each_answered(
+    srv: ServerProcess, sso: FakeSso, store: FakeStore, setup: Setup, tmp_path: Path
+) -> None:
+    uris = {}
+    for i in range(6):
+        source = tmp_path / "src" / f"f{i}.bin"
+        source.write_bytes(os.urandom(1000 * (i + 1)) + setup.data * (i % 2))
+        publish_private(srv, source, setup.package)
+        uris[f"{setup.uri.rsplit('/', 1)[0]}/f{i}.bin"] = source
+    with method() as m:
+        setup.start(m)
+        for uri in uris:  # all sent before any answer is read, as apt pipelines
+            m.acquire(uri, setup.dest.parent / uri.rsplit("/", 1)[1])
+        for uri, source in uris.items():
+            done = m.finish(uri)
+            assert done.code == 201, done
+            assert done["SHA256-Hash"] == hashlib.sha256(source.read_bytes()).hexdigest()
+            assert Path(done["Filename"]).read_bytes() == source.read_bytes()
+
+
+def _failure(setup: Setup, **config: str) -> str:
+    with method() as m:
+        setup.start(m, **config)
+        m.acquire(setup.uri, setup.dest)
+        failed = m.finish(setup.uri)
+    assert failed.code == 400, failed
+    assert not setup.dest.exists() or setup.dest.stat().st_size == 0
+    return failed["Message"]
+
+
+def test_no_token_configured_says_how_to_configure_one(setup: Setup) -> None:
+    setup.config.pop(f"Acquire::updown+https::{PRIVATE}::Token-File")
+    message = _failure(setup)
+    assert message.startswith("401")
+    assert "needs a token and none is configured" in message
+    assert f"Acquire::updown+https::{PRIVATE}::Token-File" in message
+
+
+def test_expired_token_says_so(setup: Setup, sso: FakeSso) -> None:
+    sso.issue(setup.token, setup.user, lifetime=-60)
+    message = _failure(setup)
+    assert "has expired" in message and str(setup.token_file) in message
+    assert setup.token not in message
+
+
+def test_revoked_token_is_refused(setup: Setup, sso: FakeSso) -> None:
+    sso.revoke(setup.token)
+    message = _failure(setup)
+    assert message.startswith("401") and "was refused" in message and setup.token not in message
+
+
+def test_revoked_access_says_the_store_refused(setup: Setup, store: FakeStore) -> None:
+    store.grants.discard((setup.user, setup.package))
+    message = _failure(setup)
+    assert message.startswith("403") and "access not granted or revoked" in message
+
+
+def test_a_token_file_others_can_read_is_not_used(setup: Setup) -> None:
+    setup.token_file.chmod(0o644)
+    message = _failure(setup)
+    assert "readable by group or others" in message and "chmod 600" in message
+    assert setup.token not in message
+
+
+def test_the_default_token_file_serves_every_host(setup: Setup) -> None:
+    token_file = setup.config.pop(f"Acquire::updown+https::{PRIVATE}::Token-File")
+    with method() as m:
+        setup.start(m, **{"Acquire::updown+https::Token-File": token_file})
+        m.acquire(setup.uri, setup.dest)
+        assert m.finish(setup.uri).code == 201
+
+
+def test_a_damaged_body_is_a_hash_sum_mismatch(setup: Setup, srv: ServerProcess) -> None:
+    corrupt_object(srv, setup.record["sha256"])
+    with method() as m:
+        setup.start(m)
+        m.acquire(setup.uri, setup.dest, Expected_SHA256=hashlib.sha256(setup.data).hexdigest())
+        failed = m.finish(setup.uri)
+    assert failed.code == 400, failed
+    assert failed["FailReason"] == "HashSumMismatch"
+    assert "Hash Sum mismatch" in failed["Message"]
+    assert not setup.dest.exists()
+
+
+def test_a_missing_file_and_an_unreachable_host_fail_clearly(setup: Setup) -> None:
+    missing = setup.uri.replace("app.bin", "nothing.bin")
+    with method() as m:
+        setup.start(m)
+        m.acquire(missing, setup.dest)
+        failed = m.finish(missing)
+    assert failed["Message"].startswith("404") and failed["FailReason"] == "HttpError404"
+    closed = f"updown+https://{PRIVATE}:1/x/1/y"
+    with method() as m:
+        setup.start(m)
+        m.acquire(closed, setup.dest)
+        failed = m.finish(closed)
+    assert failed.code == 400 and "connection refused" in failed["Message"]
+    assert failed["Transient-Failure"] == "true"
