@@ -1,0 +1,129 @@
+"""The real ``apt-get`` (private lists, cache and dpkg root; the system's apt state is untouched) using the
+``updown+https`` method, installed as the .deb installs it, to update from and install out of a private flat
+repository on a real ``updown serve``: the token comes from an apt.conf.d file naming a 0600 token file."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.stack.apt_repo import AptClient, build_deb, index_files
+from tests.support import apt_method
+from tests.support.apt_method import PRIVATE, corrupt_object, install_method, publish_private, write_token
+from tests.support.fake_sso import FakeSso, FakeStore
+from tests.support.server import ServerProcess
+
+sso, store, srv = apt_method.sso, apt_method.store, apt_method.srv  # module-scoped fixtures
+
+PAYLOAD = secrets.token_bytes(20_000)
+
+
+@dataclass
+class Repo:
+    apt: AptClient
+    user: str
+    package: str
+    token: str
+    token_file: Path
+    deb_sha256: str
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        # APT_CONFIG is read before the parts directory, so it can move /etc/apt/apt.conf.d to ours: the token's
+        # configuration is read from an apt.conf.d file, as on a real system.
+        env = {**os.environ, "APT_CONFIG": str(self.apt.home / "apt.conf")}
+        return self.apt.run("-o", f"Dir::Bin::Methods={self.apt.home / 'methods'}", *args, env=env)
+
+    def installed(self) -> bool:
+        return (self.apt.root / "usr/share/updown-private/payload.bin").exists()
+
+
+@pytest.fixture
+def repo(srv: ServerProcess, sso: FakeSso, store: FakeStore, tmp_path: Path) -> Iterator[Repo]:
+    """A private package whose files are a flat apt repository (a .deb and its indexes), a user allowed to have
+    it, and an apt-get configured with that user's token."""
+    package = "apt" + secrets.token_hex(4)
+    build = tmp_path / "build"
+    build.mkdir()
+    deb = build_deb(build, "updown-private", "1.0", PAYLOAD)
+    records = {f.name: publish_private(srv, f, package) for f in [deb, *index_files(build, [deb])]}
+    user = "u" + secrets.token_hex(4)
+    store.grants.add((user, package))
+    token = sso.issue(secrets.token_urlsafe(24), user)
+    apt = AptClient(
+        tmp_path / "apt", f"deb [trusted=yes] updown+https://{PRIVATE}:{srv.port}/{package}/1/ ./", str(srv.cert)
+    )
+    install_method(apt.home / "methods")
+    (apt.home / "auth.conf.d").mkdir()
+    token_file = write_token(apt.home / "auth.conf.d" / "updown.token", token)
+    (apt.home / "apt.conf.d").mkdir()
+    (apt.home / "apt.conf").write_text(f'Dir::Etc::parts "{apt.home / "apt.conf.d"}";\n')
+    (apt.home / "apt.conf.d" / "50updown").write_text(f'Acquire::updown+https::{PRIVATE}::Token-File "{token_file}";\n')
+    yield Repo(apt, user, package, token, token_file, records[deb.name]["sha256"])
+
+
+def _output(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+def test_update_install_and_a_second_update_hitting_304s(repo: Repo) -> None:
+    first = repo.run("update")
+    assert first.returncode == 0, _output(first)
+    assert "Get:" in first.stdout and "Err:" not in first.stdout, _output(first)
+    install = repo.run("install", "-y", "--no-install-recommends", "updown-private")
+    assert install.returncode == 0, _output(install)
+    assert (repo.apt.root / "usr/share/updown-private/payload.bin").read_bytes() == PAYLOAD
+    second = repo.run("-o", "Debug::pkgAcquire::Worker=1", "update")
+    assert second.returncode == 0, _output(second)
+    assert "Hit:" in second.stdout and "Get:" not in second.stdout, _output(second)
+    # apt's worker debug log shows the method's messages %-quoted.
+    assert "URI%20Done" in second.stderr and "IMS-Hit:%20true" in second.stderr, _output(second)
+    assert repo.token not in _output(first) + _output(install) + _output(second)
+
+
+def test_without_a_token_apt_says_one_is_needed(repo: Repo) -> None:
+    repo.token_file.unlink()
+    (repo.apt.home / "apt.conf.d" / "50updown").unlink()
+    update = repo.run("update")
+    out = _output(update)
+    assert "Err:" in update.stdout, out
+    assert "needs a token and none is configured" in out, out
+    install = repo.run("install", "-y", "updown-private")
+    assert install.returncode != 0 and not repo.installed(), _output(install)
+
+
+def test_an_expired_token_says_it_expired(repo: Repo, sso: FakeSso) -> None:
+    sso.issue(repo.token, repo.user, lifetime=-60)
+    update = repo.run("update")
+    out = _output(update)
+    assert "has expired; get a new one" in out and str(repo.token_file) in out, out
+    assert repo.token not in out
+
+
+def test_revoked_access_fails_the_install(repo: Repo, store: FakeStore) -> None:
+    assert repo.run("update").returncode == 0
+    store.grants.discard((repo.user, repo.package))
+    import time
+
+    time.sleep(1.1)  # the server's cached "allowed" (allowed_ttl 1 s) runs out
+    install = repo.run("install", "-y", "--no-install-recommends", "updown-private")
+    out = _output(install)
+    assert install.returncode != 0, out
+    assert "403" in out and "access not granted or revoked" in out, out
+    assert not repo.installed()
+
+
+def test_a_damaged_deb_is_a_hash_sum_mismatch_and_nothing_is_installed(repo: Repo, srv: ServerProcess) -> None:
+    assert repo.run("update").returncode == 0
+    corrupt_object(srv, repo.deb_sha256)
+    install = repo.run("install", "-y", "--no-install-recommends", "updown-private")
+    out = _output(install)
+    assert install.returncode != 0, out
+    assert "Hash Sum mismatch" in out, out
+    assert not repo.installed()
+    assert not list((repo.apt.home / "cache" / "archives").glob("*.deb"))
