@@ -34,6 +34,7 @@ import ssl
 import stat
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -281,13 +282,17 @@ def drop_privileges(user: str) -> None:
 
 
 class Failure(Exception):
-    """A ``400 URI Failure``: ``message`` for people, ``reason`` for apt's retry logic."""
+    """A ``400 URI Failure``: ``message`` for people, ``reason`` for apt's retry logic, ``fields`` more of the
+    message (the hashes received, which apt lists next to the expected ones on a mismatch)."""
 
-    def __init__(self, message: str, reason: str = "", transient: bool = False) -> None:
+    def __init__(
+        self, message: str, reason: str = "", transient: bool = False, fields: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
         self.transient = transient
+        self.fields = fields or []
 
 
 class Redirect(Exception):
@@ -464,7 +469,7 @@ class Fetcher:
             fields = [("URI", uri), ("Message", f.message), ("FailReason", f.reason)]
             if f.transient:
                 fields.append(("Transient-Failure", "true"))
-            self.send(400, "URI Failure", fields)
+            self.send(400, "URI Failure", fields + f.fields)
         except Exception as exc:  # a bug must not leave apt waiting for this URI forever
             self.send(400, "URI Failure", [("URI", uri), ("Message", f"{SCHEME} failed: {exc!r}")])
 
@@ -693,6 +698,7 @@ def _check_etag(response: http.client.HTTPResponse, digests: Digests, filename: 
             f"Hash Sum mismatch: the file received from {target.netloc} does not match the SHA-256 the server "
             f"announced ({etag.group(1)}); it was damaged in transit",
             "HashSumMismatch",
+            fields=digests.fields(),
         )
 
 
@@ -744,7 +750,10 @@ def http_failure(
     if status == 429 or status >= 500:
         retry = response.getheader("Retry-After", "")
         later = f"; retry after {retry} s" if retry.isdigit() else ""
-        return Failure(f"{head}: the service is unavailable{detail}{later}", reason, transient=True)
+        # apt waits until Retry-After (Unix seconds) before its next try, for the reason TooManyRequests.
+        fields = [("Retry-After", str(int(time.time()) + int(retry)))] if retry.isdigit() else []
+        reason = "TooManyRequests" if status == 429 else reason
+        return Failure(f"{head}: the service is unavailable{detail}{later}", reason, transient=True, fields=fields)
     return Failure(f"{head}{detail}", reason)
 
 

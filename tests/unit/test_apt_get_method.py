@@ -125,5 +125,7 @@ def test_a_damaged_deb_is_a_hash_sum_mismatch_and_nothing_is_installed(repo: Rep
     out = _output(install)
     assert install.returncode != 0, out
     assert "Hash Sum mismatch" in out, out
+    received = out.split("Hashes of received file:")[1].split("E: ")[0]
+    assert "SHA256:" in received and repo.deb_sha256 not in received, out  # what arrived, not what was expected
     assert not repo.installed()
     assert not list((repo.apt.home / "cache" / "archives").glob("*.deb"))

@@ -246,6 +246,23 @@ def test_a_damaged_body_is_a_hash_sum_mismatch(setup: Setup, srv: ServerProcess)
     assert failed["FailReason"] == "HashSumMismatch"
     assert "Hash Sum mismatch" in failed["Message"]
     assert not setup.dest.exists()
+    # What was received, for apt to list next to what it expected.
+    assert len(failed["SHA256-Hash"]) == 64 and failed["SHA256-Hash"] != hashlib.sha256(setup.data).hexdigest()
+
+
+def test_sso_unavailable_is_a_transient_failure_with_retry_after(setup: Setup, sso: FakeSso) -> None:
+    sso.fail_status = 500
+    try:
+        with method() as m:
+            setup.start(m)
+            m.acquire(setup.uri, setup.dest)
+            failed = m.finish(setup.uri)
+    finally:
+        sso.fail_status = None
+    assert failed.code == 400 and failed["Message"].startswith("503"), failed
+    assert "the service is unavailable" in failed["Message"] and "retry after 30 s" in failed["Message"]
+    assert failed["Transient-Failure"] == "true"
+    assert abs(int(failed["Retry-After"]) - (time.time() + 30)) < 5  # when, in Unix seconds, as apt reads it
 
 
 def test_a_missing_file_and_an_unreachable_host_fail_clearly(setup: Setup) -> None:
