@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import http.server
 import os
 import secrets
+import ssl
+import threading
 import time
 from pathlib import Path
 
@@ -279,3 +282,62 @@ def test_a_missing_file_and_an_unreachable_host_fail_clearly(setup: Setup) -> No
         failed = m.finish(closed)
     assert failed.code == 400 and "connection refused" in failed["Message"]
     assert failed["Transient-Failure"] == "true"
+
+
+class _Redirector:
+    """An HTTPS server (the updown server's own certificate) answering every GET with one redirect."""
+
+    def __init__(self, srv: ServerProcess, location: str) -> None:
+        location_ = location
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", location_)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(srv.cert, srv.data_dir / "tls" / "key.pem")
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("location", "expect"),
+    [
+        ("https://{host}:{port}{path}", "updown+https://{host}:{port}{path}"),
+        ("/moved{path}", "updown+https://{host}:{rport}/moved{path}"),  # relative: the same host and port
+        ("http://{host}:{port}{path}", "RedirectionForbidden"),  # never to plain HTTP: the token would be in clear
+        ("{path}", "RedirectionLoop"),  # to itself
+    ],
+)
+def test_redirects_are_handed_to_apt(srv: ServerProcess, setup: Setup, location: str, expect: str) -> None:
+    path = setup.uri.split(str(srv.port), 1)[1]
+    redirector = _Redirector(srv, location.format(host=PRIVATE, port=srv.port, path=path))
+    try:
+        uri = f"updown+https://{PRIVATE}:{redirector.port}{path}"
+        with method() as m:
+            setup.start(m)
+            m.acquire(uri, setup.dest)
+            answer = m.finish(uri)
+            if "://" not in expect:
+                assert answer.code == 400 and answer["FailReason"] == expect, answer
+                return
+            assert answer.code == 103, answer
+            assert answer["New-URI"] == expect.format(host=PRIVATE, port=srv.port, rport=redirector.port, path=path)
+            if answer["New-URI"] == setup.uri:  # apt asks for the new URI, with the same file name
+                m.acquire(setup.uri, setup.dest)
+                assert m.finish(setup.uri).code == 201
+                assert setup.dest.read_bytes() == setup.data
+    finally:
+        redirector.close()
