@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import queue
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ PUBLIC = "127.0.0.1"
 CLIENT_SECRET = secrets.token_urlsafe(24)
 HMAC_KEYS = {KEY_ID: secrets.token_urlsafe(32)}
 METHOD_SOURCE = Path(__file__).resolve().parents[2] / "src" / "updown_app" / "aptmethod.py"
+BUILD_DEB = Path(__file__).resolve().parents[2] / "scripts" / "build-apt-method-deb.sh"
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +96,24 @@ def write_token(path: Path, token: str, mode: int = 0o600) -> Path:
     return path
 
 
-def install_method(methods: Path) -> Path:
+@pytest.fixture(scope="module")
+def method_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The .deb scripts/build-apt-method-deb.sh builds."""
+    out = tmp_path_factory.mktemp("deb")
+    result = subprocess.run([str(BUILD_DEB), str(out)], capture_output=True, text=True, check=True)
+    return Path(result.stdout.strip())
+
+
+def install_method(methods: Path, deb: Path) -> Path:
     """A methods directory like /usr/lib/apt/methods: the system's methods (apt needs ``store``, ``file``, ...)
-    and ``updown+https``, the method file itself as the .deb installs it (run by /usr/bin/python3)."""
+    and ``updown+https`` as the .deb installs it (its shebang runs /usr/bin/python3)."""
+    unpacked = methods.parent / "unpacked"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
     methods.mkdir(parents=True, exist_ok=True)
     for entry in Path("/usr/lib/apt/methods").iterdir():
         (methods / entry.name).symlink_to(entry)
     target = methods / "updown+https"
-    shutil.copyfile(METHOD_SOURCE, target)
-    target.chmod(0o755)
+    target.symlink_to(unpacked / "usr/lib/apt/methods/updown+https")
     return target
 
 

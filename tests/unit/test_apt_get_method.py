@@ -1,5 +1,5 @@
 """The real ``apt-get`` (private lists, cache and dpkg root; the system's apt state is untouched) using the
-``updown+https`` method, installed as the .deb installs it, to update from and install out of a private flat
+``updown+https`` method, the one the project's .deb installs, to update from and install out of a private flat
 repository on a real ``updown serve``: the token comes from an apt.conf.d file naming a 0600 token file."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.support.apt_method import PRIVATE, corrupt_object, install_method, pu
 from tests.support.fake_sso import FakeSso, FakeStore
 from tests.support.server import ServerProcess
 
-sso, store, srv = apt_method.sso, apt_method.store, apt_method.srv  # module-scoped fixtures
+sso, store, srv, method_deb = apt_method.sso, apt_method.store, apt_method.srv, apt_method.method_deb  # fixtures
 
 PAYLOAD = secrets.token_bytes(20_000)
 
@@ -44,7 +44,7 @@ class Repo:
 
 
 @pytest.fixture
-def repo(srv: ServerProcess, sso: FakeSso, store: FakeStore, tmp_path: Path) -> Iterator[Repo]:
+def repo(srv: ServerProcess, sso: FakeSso, store: FakeStore, method_deb: Path, tmp_path: Path) -> Iterator[Repo]:
     """A private package whose files are a flat apt repository (a .deb and its indexes), a user allowed to have
     it, and an apt-get configured with that user's token."""
     package = "apt" + secrets.token_hex(4)
@@ -58,7 +58,7 @@ def repo(srv: ServerProcess, sso: FakeSso, store: FakeStore, tmp_path: Path) -> 
     apt = AptClient(
         tmp_path / "apt", f"deb [trusted=yes] updown+https://{PRIVATE}:{srv.port}/{package}/1/ ./", str(srv.cert)
     )
-    install_method(apt.home / "methods")
+    install_method(apt.home / "methods", method_deb)
     (apt.home / "auth.conf.d").mkdir()
     token_file = write_token(apt.home / "auth.conf.d" / "updown.token", token)
     (apt.home / "apt.conf.d").mkdir()

@@ -208,7 +208,7 @@ def test_no_token_configured_says_how_to_configure_one(setup: Setup) -> None:
 def test_expired_token_says_so(setup: Setup, sso: FakeSso) -> None:
     sso.issue(setup.token, setup.user, lifetime=-60)
     message = _failure(setup)
-    assert "has expired" in message and str(setup.token_file) in message
+    assert "has expired; get a new one" in message and str(setup.token_file) in message
     assert setup.token not in message
 
 
