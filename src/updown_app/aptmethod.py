@@ -414,6 +414,30 @@ def connection_failure(exc: BaseException, target: Target) -> Failure:
     return Failure(f"the connection to {where} failed: {exc}", transient=True)
 
 
+def _loopback_name(host: str) -> str:
+    """The name to connect to: names under ``.localhost`` are loopback (RFC 6761 section 6.3), as curl and
+    systemd-resolved treat them, whether or not the system resolver knows them (updown's default private host
+    is ``private.localhost``)."""
+    return "localhost" if host.lower().rstrip(".").endswith(".localhost") else host
+
+
+class _Connection(http.client.HTTPSConnection):
+    """An HTTPS connection to ``host`` (SNI and certificate check against it) at the address its name means."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.tls = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((_loopback_name(self.host), self.port), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
 class Fetcher:
     """Downloads one item at a time per thread, over a persistent connection per host and thread."""
 
@@ -447,7 +471,7 @@ class Fetcher:
         if key in pool:
             return pool[key], True
         timeout = self.config.int_for_host(target.host, "Timeout", 30)
-        conn = http.client.HTTPSConnection(target.host, target.port, timeout=timeout, context=self.context(target.host))
+        conn = _Connection(target.host, target.port, timeout=timeout, context=self.context(target.host))
         pool[key] = conn
         return conn, False
 

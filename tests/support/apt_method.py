@@ -1,5 +1,5 @@
-"""What the apt method tests share: a real ``updown serve`` whose private host is ``localhost`` (so an
-``updown+https://localhost:<port>/`` URI reaches it by name and its certificate matches), with the fake SSO
+"""What the apt method tests share: a real ``updown serve`` with its default host names (the private one,
+``private.localhost``, is loopback to the method as RFC 6761 says, whatever the system resolver), the fake SSO
 (introspection: opaque tokens that can be expired or revoked) and the fake store; and a driver that runs the
 method executable and talks apt's message protocol to it over its stdin/stdout."""
 
@@ -21,10 +21,8 @@ import pytest
 
 from tests.support.fake_sso import FakeSso, FakeStore
 from tests.support.server import KEY_ID, ServerProcess, make_server
-from updown_app.client import UpdownClient
 
-PRIVATE = "localhost"
-PUBLIC = "127.0.0.1"
+PRIVATE = "private.localhost"
 CLIENT_SECRET = secrets.token_urlsafe(24)
 HMAC_KEYS = {KEY_ID: secrets.token_urlsafe(32)}
 METHOD_SOURCE = Path(__file__).resolve().parents[2] / "src" / "updown_app" / "aptmethod.py"
@@ -50,8 +48,6 @@ def store() -> Iterator[FakeStore]:
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, sso: FakeSso, store: FakeStore) -> Iterator[ServerProcess]:
     env = {
-        "UPDOWN_PUBLIC_HOST": PUBLIC,
-        "UPDOWN_PRIVATE_HOST": PRIVATE,
         "UPDOWN_PRIVATE__SSO__MODE": "introspection",
         "UPDOWN_PRIVATE__SSO__INTROSPECTION__URL": sso.url(FakeSso.INTROSPECT),
         "UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_ID": "updown",
@@ -68,14 +64,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory, sso: FakeSso, store: FakeStore
     server.stop()
 
 
-def client(srv: ServerProcess) -> UpdownClient:
-    # The signed API on the public host name (the private one answers downloads only to token holders).
-    return UpdownClient(f"https://{PUBLIC}:{srv.port}", key_id=KEY_ID, secret=HMAC_KEYS[KEY_ID].encode(),
-                        verify=str(srv.cert))  # fmt: skip
-
-
 def publish_private(srv: ServerProcess, path: Path, package: str, revision: str = "1") -> dict[str, Any]:
-    with client(srv) as c:
+    with srv.client() as c:
         record = c.upload(path, package=package, revision=revision, filename=path.name, visibility="private")
         published: dict[str, Any] = c.publish(record["id"])
         return published

@@ -21,8 +21,6 @@ from tests.support.server import ServerProcess
 
 sso, store, srv, method_deb = apt_method.sso, apt_method.store, apt_method.srv, apt_method.method_deb  # fixtures
 
-PAYLOAD = secrets.token_bytes(20_000)
-
 
 @dataclass
 class Repo:
@@ -32,6 +30,7 @@ class Repo:
     token: str
     token_file: Path
     deb_sha256: str
+    payload: bytes
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         # APT_CONFIG is read before the parts directory, so it can move /etc/apt/apt.conf.d to ours: the token's
@@ -50,7 +49,8 @@ def repo(srv: ServerProcess, sso: FakeSso, store: FakeStore, method_deb: Path, t
     package = "apt" + secrets.token_hex(4)
     build = tmp_path / "build"
     build.mkdir()
-    deb = build_deb(build, "updown-private", "1.0", PAYLOAD)
+    payload = secrets.token_bytes(20_000)  # its own: storage is content-addressed, and one test damages its .deb
+    deb = build_deb(build, "updown-private", "1.0", payload)
     records = {f.name: publish_private(srv, f, package) for f in [deb, *index_files(build, [deb])]}
     user = "u" + secrets.token_hex(4)
     store.grants.add((user, package))
@@ -64,7 +64,7 @@ def repo(srv: ServerProcess, sso: FakeSso, store: FakeStore, method_deb: Path, t
     (apt.home / "apt.conf.d").mkdir()
     (apt.home / "apt.conf").write_text(f'Dir::Etc::parts "{apt.home / "apt.conf.d"}";\n')
     (apt.home / "apt.conf.d" / "50updown").write_text(f'Acquire::updown+https::{PRIVATE}::Token-File "{token_file}";\n')
-    yield Repo(apt, user, package, token, token_file, records[deb.name]["sha256"])
+    yield Repo(apt, user, package, token, token_file, records[deb.name]["sha256"], payload)
 
 
 def _output(result: subprocess.CompletedProcess[str]) -> str:
@@ -77,7 +77,7 @@ def test_update_install_and_a_second_update_hitting_304s(repo: Repo) -> None:
     assert "Get:" in first.stdout and "Err:" not in first.stdout, _output(first)
     install = repo.run("install", "-y", "--no-install-recommends", "updown-private")
     assert install.returncode == 0, _output(install)
-    assert (repo.apt.root / "usr/share/updown-private/payload.bin").read_bytes() == PAYLOAD
+    assert (repo.apt.root / "usr/share/updown-private/payload.bin").read_bytes() == repo.payload
     second = repo.run("-o", "Debug::pkgAcquire::Worker=1", "update")
     assert second.returncode == 0, _output(second)
     assert "Hit:" in second.stdout and "Get:" not in second.stdout, _output(second)

@@ -22,7 +22,7 @@ from tests.support.server import ServerProcess
 
 sso, store, srv = apt_method.sso, apt_method.store, apt_method.srv  # module-scoped fixtures
 
-DATA = os.urandom(700_000)  # a few of the method's 256 KiB chunks
+SIZE = 700_000  # a few of the method's 256 KiB chunks
 
 
 def _hashes(data: bytes) -> dict[str, str]:
@@ -37,13 +37,13 @@ def _hashes(data: bytes) -> dict[str, str]:
 class Setup:
     """One user, one private package with one file, a token file for it, and the method's configuration."""
 
-    def __init__(self, srv: ServerProcess, sso: FakeSso, store: FakeStore, tmp: Path, data: bytes = DATA) -> None:
+    def __init__(self, srv: ServerProcess, sso: FakeSso, store: FakeStore, tmp: Path) -> None:
         self.user = "u" + secrets.token_hex(4)
         self.package = "p" + secrets.token_hex(4)
-        self.data = data
+        self.data = os.urandom(SIZE)  # its own: storage is content-addressed, and one test damages its object
         (tmp / "src").mkdir()
         source = tmp / "src" / "app.bin"
-        source.write_bytes(data)
+        source.write_bytes(self.data)
         self.record = publish_private(srv, source, self.package)
         self.token = sso.issue(secrets.token_urlsafe(24), self.user)
         store.grants.add((self.user, self.package))
