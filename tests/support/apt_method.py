@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import pytest
 
+from tests.stack.apt_repo import AptClient
 from tests.support.fake_sso import FakeSso, FakeStore
 from tests.support.server import KEY_ID, ServerProcess, make_server
 
@@ -105,6 +106,27 @@ def install_method(methods: Path, deb: Path) -> Path:
     target = methods / "updown+https"
     target.symlink_to(unpacked / "usr/lib/apt/methods/updown+https")
     return target
+
+
+class MethodApt:
+    """An ``AptClient`` (private apt state) set up as an apt user would: the packaged method in its methods
+    directory, the token in a 0600 file and an apt.conf.d file naming it."""
+
+    def __init__(self, apt: AptClient, deb: Path, host: str, token: str) -> None:
+        self.apt = apt
+        home = apt.home
+        install_method(home / "methods", deb)
+        (home / "auth.conf.d").mkdir()
+        self.token_file = write_token(home / "auth.conf.d" / "updown.token", token)
+        self.conf = home / "apt.conf.d" / "50updown"
+        self.conf.parent.mkdir()
+        self.conf.write_text(f'Acquire::updown+https::{host}::Token-File "{self.token_file}";\n')
+        # APT_CONFIG is read before the parts directory, so it can move /etc/apt/apt.conf.d to ours.
+        (home / "apt.conf").write_text(f'Dir::Etc::parts "{self.conf.parent}";\n')
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "APT_CONFIG": str(self.apt.home / "apt.conf")}
+        return self.apt.run("-o", f"Dir::Bin::Methods={self.apt.home / 'methods'}", *args, env=env)
 
 
 # Talking to the method ---------------------------------------------------------------------------------------

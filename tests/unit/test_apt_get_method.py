@@ -4,10 +4,8 @@ repository on a real ``updown serve``: the token comes from an apt.conf.d file n
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from tests.stack.apt_repo import AptClient, build_deb, index_files
 from tests.support import apt_method
-from tests.support.apt_method import PRIVATE, corrupt_object, install_method, publish_private, write_token
+from tests.support.apt_method import PRIVATE, MethodApt, corrupt_object, publish_private
 from tests.support.fake_sso import FakeSso, FakeStore
 from tests.support.server import ServerProcess
 
@@ -24,26 +22,26 @@ sso, store, srv, method_deb = apt_method.sso, apt_method.store, apt_method.srv, 
 
 @dataclass
 class Repo:
-    apt: AptClient
+    apt: MethodApt
     user: str
     package: str
     token: str
-    token_file: Path
     deb_sha256: str
     payload: bytes
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        # APT_CONFIG is read before the parts directory, so it can move /etc/apt/apt.conf.d to ours: the token's
-        # configuration is read from an apt.conf.d file, as on a real system.
-        env = {**os.environ, "APT_CONFIG": str(self.apt.home / "apt.conf")}
-        return self.apt.run("-o", f"Dir::Bin::Methods={self.apt.home / 'methods'}", *args, env=env)
+        return self.apt.run(*args)
+
+    @property
+    def token_file(self) -> Path:
+        return self.apt.token_file
 
     def installed(self) -> bool:
-        return (self.apt.root / "usr/share/updown-private/payload.bin").exists()
+        return (self.apt.apt.root / "usr/share/updown-private/payload.bin").exists()
 
 
 @pytest.fixture
-def repo(srv: ServerProcess, sso: FakeSso, store: FakeStore, method_deb: Path, tmp_path: Path) -> Iterator[Repo]:
+def repo(srv: ServerProcess, sso: FakeSso, store: FakeStore, method_deb: Path, tmp_path: Path) -> Repo:
     """A private package whose files are a flat apt repository (a .deb and its indexes), a user allowed to have
     it, and an apt-get configured with that user's token."""
     package = "apt" + secrets.token_hex(4)
@@ -55,16 +53,9 @@ def repo(srv: ServerProcess, sso: FakeSso, store: FakeStore, method_deb: Path, t
     user = "u" + secrets.token_hex(4)
     store.grants.add((user, package))
     token = sso.issue(secrets.token_urlsafe(24), user)
-    apt = AptClient(
-        tmp_path / "apt", f"deb [trusted=yes] updown+https://{PRIVATE}:{srv.port}/{package}/1/ ./", str(srv.cert)
-    )
-    install_method(apt.home / "methods", method_deb)
-    (apt.home / "auth.conf.d").mkdir()
-    token_file = write_token(apt.home / "auth.conf.d" / "updown.token", token)
-    (apt.home / "apt.conf.d").mkdir()
-    (apt.home / "apt.conf").write_text(f'Dir::Etc::parts "{apt.home / "apt.conf.d"}";\n')
-    (apt.home / "apt.conf.d" / "50updown").write_text(f'Acquire::updown+https::{PRIVATE}::Token-File "{token_file}";\n')
-    yield Repo(apt, user, package, token, token_file, records[deb.name]["sha256"], payload)
+    source = f"deb [trusted=yes] updown+https://{PRIVATE}:{srv.port}/{package}/1/ ./"
+    apt = MethodApt(AptClient(tmp_path / "apt", source, str(srv.cert)), method_deb, PRIVATE, token)
+    return Repo(apt, user, package, token, records[deb.name]["sha256"], payload)
 
 
 def _output(result: subprocess.CompletedProcess[str]) -> str:
@@ -77,7 +68,7 @@ def test_update_install_and_a_second_update_hitting_304s(repo: Repo) -> None:
     assert "Get:" in first.stdout and "Err:" not in first.stdout, _output(first)
     install = repo.run("install", "-y", "--no-install-recommends", "updown-private")
     assert install.returncode == 0, _output(install)
-    assert (repo.apt.root / "usr/share/updown-private/payload.bin").read_bytes() == repo.payload
+    assert (repo.apt.apt.root / "usr/share/updown-private/payload.bin").read_bytes() == repo.payload
     second = repo.run("-o", "Debug::pkgAcquire::Worker=1", "update")
     assert second.returncode == 0, _output(second)
     assert "Hit:" in second.stdout and "Get:" not in second.stdout, _output(second)
@@ -88,7 +79,7 @@ def test_update_install_and_a_second_update_hitting_304s(repo: Repo) -> None:
 
 def test_without_a_token_apt_says_one_is_needed(repo: Repo) -> None:
     repo.token_file.unlink()
-    (repo.apt.home / "apt.conf.d" / "50updown").unlink()
+    repo.apt.conf.unlink()
     update = repo.run("update")
     out = _output(update)
     assert "Err:" in update.stdout, out
@@ -128,4 +119,4 @@ def test_a_damaged_deb_is_a_hash_sum_mismatch_and_nothing_is_installed(repo: Rep
     received = out.split("Hashes of received file:")[1].split("E: ")[0]
     assert "SHA256:" in received and repo.deb_sha256 not in received, out  # what arrived, not what was expected
     assert not repo.installed()
-    assert not list((repo.apt.home / "cache" / "archives").glob("*.deb"))
+    assert not list((repo.apt.apt.home / "cache" / "archives").glob("*.deb"))
