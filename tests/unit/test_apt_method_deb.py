@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 from tests.support import apt_method
@@ -85,5 +87,15 @@ def test_the_method_ignores_the_callers_python_environment(method_deb: Path, tmp
     subprocess.run(["dpkg-deb", "-x", str(method_deb), str(tmp_path / "x")], check=True)
     installed = tmp_path / "x/usr/lib/apt/methods/updown+https"
     proc = subprocess.run([str(installed)], input=b"", capture_output=True, env={**os.environ, "PYTHONPATH": str(evil)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(b"100 Capabilities\n")
+
+
+def test_the_entry_point_is_the_same_method() -> None:
+    pyproject = tomllib.loads((METHOD_SOURCE.parents[2] / "pyproject.toml").read_text())
+    module, _, function = pyproject["project"]["scripts"]["updown-apt-method"].partition(":")
+    # What the console script pip writes does: import the function and exit with what it returns.
+    code = f"import sys; from {module} import {function}; sys.exit({function}())"
+    proc = subprocess.run([sys.executable, "-c", code], input=b"", capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(b"100 Capabilities\n")
