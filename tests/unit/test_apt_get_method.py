@@ -48,7 +48,7 @@ def repo(srv: ServerProcess, sso: FakeSso, store: FakeStore, method_deb: Path, t
     build = tmp_path / "build"
     build.mkdir()
     payload = secrets.token_bytes(20_000)  # its own: storage is content-addressed, and one test damages its .deb
-    deb = build_deb(build, "updown-private", "1.0", payload)
+    deb = build_deb(build, "updown-private", "1.0+b1~rc1", payload)  # + and ~: %-encoded by apt
     records = {f.name: publish_private(srv, f, package) for f in [deb, *index_files(build, [deb])]}
     user = "u" + secrets.token_hex(4)
     store.grants.add((user, package))

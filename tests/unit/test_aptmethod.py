@@ -285,16 +285,20 @@ def test_a_missing_file_and_an_unreachable_host_fail_clearly(setup: Setup) -> No
 
 
 class _Redirector:
-    """An HTTPS server (the updown server's own certificate) answering every GET with one redirect."""
+    """An HTTPS server (the updown server's own certificate) answering every GET with one redirect, once
+    ``gate`` is open."""
 
     def __init__(self, srv: ServerProcess, location: str) -> None:
         location_ = location
+        self.gate = gate = threading.Event()
+        gate.set()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
             def do_GET(self) -> None:
+                gate.wait(30)
                 self.send_response(302)
                 self.send_header("Location", location_)
                 self.send_header("Content-Length", "0")
@@ -341,3 +345,22 @@ def test_redirects_are_handed_to_apt(srv: ServerProcess, setup: Setup, location:
                 assert setup.dest.read_bytes() == setup.data
     finally:
         redirector.close()
+
+
+def test_answers_come_as_downloads_finish_not_in_request_order(srv: ServerProcess, setup: Setup) -> None:
+    path = setup.uri.split(str(srv.port), 1)[1]
+    slow = _Redirector(srv, f"https://{PRIVATE}:{srv.port}/moved{path}")
+    slow.gate.clear()  # its answer waits until the other download is done
+    try:
+        slow_uri = f"updown+https://{PRIVATE}:{slow.port}{path}"
+        with method() as m:
+            setup.start(m)
+            m.acquire(slow_uri, setup.dest.with_suffix(".slow"))
+            m.acquire(setup.uri, setup.dest)
+            assert m.finish(setup.uri).code == 201  # the second asked, answered first
+            assert [msg.code for msg in m.for_uri(slow_uri)] == [102, 102]  # connecting, waiting for headers
+            slow.gate.set()
+            assert m.finish(slow_uri).code == 103
+    finally:
+        slow.gate.set()
+        slow.close()
