@@ -197,11 +197,15 @@ class TokenError(Exception):
 def read_token(path: str) -> str:
     """The bearer token in ``path``: a file owned by root or by us, not readable by group or others."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO in its place must not hang apt (it is then refused as not a regular file).
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise TokenError(f"the token file {path} does not exist") from None
     except OSError as exc:
-        raise TokenError(f"the token file {path} cannot be read: {exc.strerror}") from None
+        if exc.errno != errno.ELOOP:
+            raise TokenError(f"the token file {path} cannot be read: {exc.strerror}") from None
+        # A link could lead root to read a file someone else chose.
+        raise TokenError(f"the token file {path} is a symbolic link; name the file itself") from None
     with os.fdopen(fd, "rb") as f:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):

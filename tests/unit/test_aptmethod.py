@@ -11,6 +11,7 @@ import secrets
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -364,3 +365,32 @@ def test_answers_come_as_downloads_finish_not_in_request_order(srv: ServerProces
     finally:
         slow.gate.set()
         slow.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda f: f.write_text("one\ntwo\n"), "must hold one token on one line"),
+        (lambda f: f.write_text("not a token\n"), "must hold one token on one line"),
+        (lambda f: f.unlink(), "does not exist"),
+        (lambda f: (f.unlink(), os.mkfifo(f, 0o600)), "is not a regular file"),
+        (lambda f: (f.rename(f.with_suffix(".real")), f.symlink_to(f.with_suffix(".real"))), "is a symbolic link"),
+    ],
+)
+def test_a_bad_token_file_is_named_and_its_content_never_shown(
+    setup: Setup, make: Callable[[Path], object], says: str
+) -> None:
+    make(setup.token_file)
+    message = _failure(setup)
+    assert says in message and str(setup.token_file) in message, message
+    assert setup.token not in message
+
+
+def test_credentials_in_the_uri_are_refused(setup: Setup) -> None:
+    uri = setup.uri.replace(f"{PRIVATE}:", f"user:{setup.token}@{PRIVATE}:")
+    with method() as m:
+        setup.start(m)
+        m.acquire(uri, setup.dest)
+        failed = m.finish(uri)
+    assert failed.code == 400 and "carry no credentials" in failed["Message"], failed
+    assert "Token-File" in failed["Message"] and setup.token not in failed["Message"]
