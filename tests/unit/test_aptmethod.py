@@ -367,14 +367,24 @@ def test_answers_come_as_downloads_finish_not_in_request_order(srv: ServerProces
         slow.close()
 
 
+def _fifo(f: Path) -> None:
+    f.unlink()
+    os.mkfifo(f, 0o600)
+
+
+def _symlink(f: Path) -> None:
+    f.rename(f.with_suffix(".real"))
+    f.symlink_to(f.with_suffix(".real"))
+
+
 @pytest.mark.parametrize(
     ("make", "says"),
     [
         (lambda f: f.write_text("one\ntwo\n"), "must hold one token on one line"),
         (lambda f: f.write_text("not a token\n"), "must hold one token on one line"),
         (lambda f: f.unlink(), "does not exist"),
-        (lambda f: (f.unlink(), os.mkfifo(f, 0o600)), "is not a regular file"),
-        (lambda f: (f.rename(f.with_suffix(".real")), f.symlink_to(f.with_suffix(".real"))), "is a symbolic link"),
+        (_fifo, "is not a regular file"),
+        (_symlink, "is a symbolic link"),
     ],
 )
 def test_a_bad_token_file_is_named_and_its_content_never_shown(
