@@ -22,6 +22,7 @@ module is both the packaged method and the ``updown-apt-method`` entry point.
 from __future__ import annotations
 
 import email.utils
+import encodings.idna  # noqa: F401  (see drop_privileges)
 import errno
 import hashlib
 import http.client
@@ -266,7 +267,9 @@ class Tokens:
 
 
 def drop_privileges(user: str) -> None:
-    """Become apt's sandbox user, as apt's own methods do after reading what needs root."""
+    """Become apt's sandbox user, as apt's own methods do after reading what needs root. What is imported later
+    must be readable by that user: the IDNA codec, which socket and ssl load on the first connection, is imported
+    with the rest at the top."""
     if os.getuid() != 0 or not user or user == "root":
         return
     import pwd

@@ -7,8 +7,11 @@ import email.utils
 import hashlib
 import http.server
 import os
+import pwd
 import secrets
+import shutil
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -404,3 +407,28 @@ def test_credentials_in_the_uri_are_refused(setup: Setup) -> None:
         failed = m.finish(uri)
     assert failed.code == 400 and "carry no credentials" in failed["Message"], failed
     assert "Token-File" in failed["Message"] and setup.token not in failed["Message"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root, as apt runs its methods")
+def test_the_token_is_read_as_root_then_the_download_runs_as_the_sandbox_user(srv: ServerProcess, setup: Setup) -> None:
+    sandbox = pwd.getpwnam("_apt") if "_apt" in {p.pw_name for p in pwd.getpwall()} else pytest.skip("no _apt")
+    # apt's partial directory belongs to _apt; the CA (as in /etc/ssl) is readable by all. The token file stays
+    # root's, 0600, in root's private temporary directory.
+    partial = Path(tempfile.mkdtemp(prefix="updown-apt-sandbox-"))
+    try:
+        os.chown(partial, sandbox.pw_uid, sandbox.pw_gid)
+        shutil.copy(srv.cert, partial / "ca.pem")
+        (partial / "ca.pem").chmod(0o644)
+        with method() as m:
+            setup.start(m, **{"APT::Sandbox::User": "_apt", "Acquire::https::CaInfo": str(partial / "ca.pem")})
+            m.acquire(setup.uri, partial / "app.bin")
+            done = m.finish(setup.uri)
+            m.seen.clear()
+            m.acquire(setup.uri, setup.dest)  # root's directory: the method is root no more
+            refused = m.finish(setup.uri)
+        assert done.code == 201, done
+        assert (partial / "app.bin").read_bytes() == setup.data
+        assert (partial / "app.bin").stat().st_uid == sandbox.pw_uid
+        assert refused.code == 400 and "Permission denied" in refused["Message"], refused
+    finally:
+        shutil.rmtree(partial)
