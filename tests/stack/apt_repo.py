@@ -70,7 +70,7 @@ class AptClient:
         (home / "sources.list").write_text(source + "\n")
         self.ca = ca
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         h = self.home
         argv = [
             "apt-get",
@@ -94,4 +94,4 @@ class AptClient:
             "-o", "Acquire::Retries=0",
             *args,
         ]  # fmt: skip
-        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)

@@ -21,8 +21,12 @@ import pytest
 
 from tests.conftest import need_service
 from tests.stack.apt_repo import AptClient, build_deb, index_files
+from tests.support import apt_method
+from tests.support.apt_method import MethodApt
 from tests.support.fake_sso import FakeSso, FakeStore
 from updown_app.client import UpdownClient
+
+method_deb = apt_method.method_deb  # the .deb of the apt method, built once for the module
 
 MiB = 1024 * 1024
 URLS = 300
@@ -324,6 +328,39 @@ def test_apt_get_installs_a_deb_over_https_and_revalidates_with_304(stack, clien
     output = second.stdout + second.stderr
     assert second.returncode == 0 and "Hit:" in second.stdout and "Get:" not in second.stdout, output
     assert "HTTP/1.1 304 Not Modified" in output
+
+
+def test_apt_get_installs_a_private_deb_through_updown_https_and_no_cache_keeps_it(
+    stack: dict[str, str],
+    client: UpdownClient,
+    frontends: list[str],
+    sso_and_store: tuple[FakeSso, FakeStore],
+    method_deb: Path,
+    tmp_path: Path,
+) -> None:
+    sso, store = sso_and_store
+    payload = secrets.token_bytes(5000)
+    deb = build_deb(tmp_path, "updown-paid", "1.0", payload)
+    package = "paidapt" + secrets.token_hex(3)
+    for f in [deb, *index_files(tmp_path, [deb])]:
+        record = client.upload(f, package=package, revision="1", visibility="private")
+        client.publish(record["id"])
+    user = "apt" + secrets.token_hex(3)
+    store.grants.add((user, package))
+    token = sso.issue(secrets.token_urlsafe(24), user)
+    port = frontends[0].rsplit(":", 1)[1]
+    source = f"deb [trusted=yes] updown+https://private.localhost:{port}/{package}/1/ ./"
+    apt = MethodApt(AptClient(tmp_path / "apt", source, stack["CA"]), method_deb, "private.localhost", token)
+    before = [varnish_lookups(stack, i) for i in range(len(frontends))]
+    first = apt.run("update")
+    assert first.returncode == 0 and "Get:" in first.stdout and "Err:" not in first.stdout, first.stdout + first.stderr
+    install = apt.run("install", "-y", "--no-install-recommends", "updown-paid")
+    assert install.returncode == 0, install.stdout + install.stderr
+    assert (apt.apt.root / "usr/share/updown-paid/payload.bin").read_bytes() == payload
+    second = apt.run("-o", "Debug::pkgAcquire::Worker=1", "update")
+    assert second.returncode == 0 and "Hit:" in second.stdout and "Get:" not in second.stdout, second.stderr
+    assert "IMS-Hit:%20true" in second.stderr  # the app's 304, through HAProxy, not a cache's
+    assert [varnish_lookups(stack, i) for i in range(len(frontends))] == before  # no Varnish saw any of them
 
 
 # -- tests that change the stack: last ---------------------------------------------------------------------------
