@@ -432,3 +432,11 @@ def test_app_units_down_cached_files_still_served_uncached_503(http, stack, cach
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
+        # The frontends' probes take the apps back within a few seconds: the next test must not meet their 503.
+        deadline = time.monotonic() + 30
+        for cache in caches.values():
+            while time.monotonic() < deadline:
+                answer = httpx.get(f"{cache}/uncached/1/back-{time.monotonic()}.deb", headers={"Host": "localhost"})
+                if answer.status_code != 503:
+                    break
+                time.sleep(0.5)
