@@ -25,6 +25,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _NotTwice(logging.Filter):
+    """uvicorn logs, with a traceback, any exception an app raises once its response began; one the app already
+    logged where it happened (``already_logged``: a download the store broke off) is not logged again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not getattr(exc, "already_logged", False)
+
+
 def setup_logging(level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -33,5 +42,6 @@ def setup_logging(level: str = "info") -> None:
     root.setLevel(level.upper())
     # uvicorn's own access log would duplicate ours and print query strings.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("uvicorn.error").addFilter(_NotTwice())
     # httpx logs every request's URL at info: a presigned URL's query (TempURL signature) is a credential.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

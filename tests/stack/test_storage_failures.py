@@ -241,6 +241,10 @@ def test_proxy_killed_mid_download(app: ServerProcess, proxy: SwiftProxy, tmp_pa
         assert r.status_code == 206
         assert hashlib.sha256(bytes(received) + r.content).digest() == hashlib.sha256(data).digest()
     assert "broke off" in app.log()  # the store stream was retried before giving up
+    # One warning says the download broke off; no error, no traceback (the client saw a truncated body).
+    entries = [json.loads(line) for line in app.log().splitlines() if line.startswith("{")]
+    assert any(e["message"] == "download broke off: the store failed" for e in entries), entries[-5:]
+    assert not [e for e in entries if e["level"] == "error"], [e["message"] for e in entries if e["level"] == "error"]
 
 
 def test_download_resumes_when_proxy_returns_quickly(tmp_path: Path, proxy: SwiftProxy) -> None:

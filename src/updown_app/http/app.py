@@ -83,7 +83,8 @@ async def _dependency_unavailable(request: Request, exc: Exception) -> Response:
 
 
 async def _unhandled(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
+    if not getattr(exc, "already_logged", False):  # a download the store broke off: logged where it happened
+        log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
 
 

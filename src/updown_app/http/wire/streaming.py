@@ -17,10 +17,15 @@ that costs more than the transfer, so a single chunk is sent directly. Longer bo
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
 
 from starlette.types import Receive, Scope, Send
+
+from updown_app.storage.base import StorageError
+
+log = logging.getLogger("updown.download")
 
 MIN_READ = 32 * 1024
 SLICE = 32 * 1024
@@ -34,6 +39,13 @@ def next_read_size(sent: int, last_bytes: int, last_seconds: float, max_read: in
         return MIN_READ
     rate_cap = last_bytes / last_seconds * BUFFER_SECONDS if last_seconds > 0 else float(max_read)
     return int(max(MIN_READ, min(2 * last_bytes, rate_cap, max_read)))
+
+
+class BodyBrokeOff(Exception):
+    """The store failed after the response began. The server closes the connection (the client sees a truncated
+    body, never wrong bytes); it was logged once, as a warning, and is no error of the service's."""
+
+    already_logged = True  # read by the app's last-resort handler and by logs.setup_logging's filter
 
 
 class ObjectResponse:
@@ -92,6 +104,9 @@ class ObjectResponse:
                     chunk = await self.rest.asend(size)
                 except StopAsyncIteration:
                     break
+                except StorageError as exc:
+                    log.warning("download broke off: the store failed", extra={"sent": sent, "error": str(exc)})
+                    raise BodyBrokeOff from exc
             if not gone.is_set():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
