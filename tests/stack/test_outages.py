@@ -204,10 +204,7 @@ def wait_ready(http: httpx.Client, frontends: list[str], path: str, timeout: flo
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if all(
-                http.get(f + path).status_code == 200 and http.get(f + "/v1/files/0").status_code not in (502, 503, 504)
-                for f in frontends
-            ):
+            if all(http.get(f + path).status_code == 200 and _api_up(http, f) for f in frontends):
                 return
         except httpx.HTTPError:
             pass
