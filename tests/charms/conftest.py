@@ -30,7 +30,7 @@ def cache_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str
     """The cache charm's files go under tmp_path; the commands it runs are recorded, not run."""
     commands: list[list[str]] = []
     monkeypatch.setattr(cache_charm, "LAYOUT", cache_workload.Layout.under(tmp_path))
-    monkeypatch.setattr(cache_workload, "run", lambda argv: commands.append(list(argv)))
+    monkeypatch.setattr(cache_workload, "run", lambda argv, **_: commands.append(list(argv)))
     return commands
 
 

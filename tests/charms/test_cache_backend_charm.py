@@ -47,15 +47,10 @@ def ready_state(*relations: testing.RelationBase, **config: object) -> testing.S
 
 def test_install_installs_nginx_only(cache_ctx, cache_host):
     out = cache_ctx.run(cache_ctx.on.install(), testing.State(config=CONFIG, relations=[app_relation(0)]))
-    assert [
-        "apt-get",
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "nginx",
-        "prometheus-nginx-exporter",
-    ] in cache_host
+    install = [c for c in cache_host if c[0] == "apt-get" and "install" in c]
+    assert len(install) == 1 and install[0][-2:] == ["nginx", "prometheus-nginx-exporter"]
+    # bounded: a stalled mirror fails the hook (Juju retries it) instead of holding the unit for ever
+    assert {"Acquire::http::Timeout=30", "Acquire::Retries=3"} <= set(install[0])
     assert not any("varnish" in c or "haproxy" in c for c in cache_host)
     stored = out.get_stored_state("_stored", owner_path="CacheCharm")
     assert stored.content["role"] == "backend"

@@ -64,16 +64,10 @@ def installed(role: str) -> testing.StoredState:
 
 def test_install_installs_packages_and_waits_for_config(cache_ctx, cache_host):
     out = cache_ctx.run(cache_ctx.on.install(), testing.State())
-    assert [
-        "apt-get",
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "haproxy",
-        "varnish",
-        "prometheus-varnish-exporter",
-    ] in cache_host
+    install = [c for c in cache_host if c[0] == "apt-get" and "install" in c]
+    assert len(install) == 1 and install[0][-3:] == ["haproxy", "varnish", "prometheus-varnish-exporter"]
+    # bounded: a stalled mirror fails the hook (Juju retries it) instead of holding the unit for ever
+    assert {"Acquire::http::Timeout=30", "Acquire::Retries=3"} <= set(install[0])
     assert out.unit_status.name == "blocked"
     assert "public-hostname is required for role=frontend" in out.unit_status.message
     assert not layout().haproxy_cfg.exists()
@@ -162,7 +156,7 @@ def test_a_config_haproxy_rejects_is_not_left_on_disk(cache_ctx, cache_host, tls
     files stay in place and nothing reloads, and the retried hook fails again instead of finding nothing to do."""
     recorded = workload.run
 
-    def run(argv: list[str]) -> None:
+    def run(argv: list[str], **_: object) -> None:
         if argv[:2] == ["haproxy", "-c"]:
             subprocess.run([need("haproxy"), *argv[1:]], check=True, capture_output=True, text=True)
         recorded(argv)

@@ -158,7 +158,7 @@ def test_the_exporter_listens_on_loopback_from_its_installation(
     dropin = charm_module.LAYOUT.varnish_exporter_dropin
     at_install: list[bool] = []
 
-    def run(argv: list[str]) -> None:
+    def run(argv: list[str], **_: object) -> None:
         if "install" in argv:
             at_install.append(dropin.is_file() and "127.0.0.1:9131" in dropin.read_text())
 

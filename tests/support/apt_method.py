@@ -48,18 +48,7 @@ def store() -> Iterator[FakeStore]:
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, sso: FakeSso, store: FakeStore) -> Iterator[ServerProcess]:
-    env = {
-        "UPDOWN_PRIVATE__SSO__MODE": "introspection",
-        "UPDOWN_PRIVATE__SSO__INTROSPECTION__URL": sso.url(FakeSso.INTROSPECT),
-        "UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_ID": "updown",
-        "UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_SECRET": CLIENT_SECRET,
-        "UPDOWN_PRIVATE__SSO__CACHE_TTL": "1",
-        "UPDOWN_PRIVATE__SSO__NEGATIVE_CACHE_TTL": "1",
-        "UPDOWN_PRIVATE__ACCESS_CHECK__URL": store.url(FakeStore.PATH),
-        "UPDOWN_PRIVATE__ACCESS_CHECK__KEY_ID": KEY_ID,
-        "UPDOWN_PRIVATE__ACCESS_CHECK__ALLOWED_TTL": "1",
-        "UPDOWN_PRIVATE__ACCESS_CHECK__DENIED_TTL": "1",
-    }
+    env = {**sso.introspection_env(), **store.access_check_env(KEY_ID, allowed_ttl=1)}
     server = make_server(tmp_path_factory.mktemp("srv"), extra_env=env, keys=HMAC_KEYS).start()
     yield server
     server.stop()

@@ -152,6 +152,17 @@ class FakeSso(FakeService):
         self.bad_client_auth = 0
         self.default_claims: dict[str, Any] = {}  # added to every issued token (iss, aud, ...)
 
+    def introspection_env(self, cache_ttl: int = 1, negative_cache_ttl: int = 1) -> dict[str, str]:
+        """The app's settings (environment) for this SSO in introspection mode."""
+        return {
+            "UPDOWN_PRIVATE__SSO__MODE": "introspection",
+            "UPDOWN_PRIVATE__SSO__INTROSPECTION__URL": self.url(self.INTROSPECT),
+            "UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_ID": self.client_id,
+            "UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_SECRET": self.client_secret,
+            "UPDOWN_PRIVATE__SSO__CACHE_TTL": str(cache_ttl),
+            "UPDOWN_PRIVATE__SSO__NEGATIVE_CACHE_TTL": str(negative_cache_ttl),
+        }
+
     def issue(self, token: str, user: str, lifetime: float = 3600, **claims: Any) -> str:
         self.tokens[token] = {
             "sub": user,
@@ -195,6 +206,15 @@ class FakeStore(FakeService):
         self.seen_nonces: set[str] = set()
         self.bad_signatures = 0
         self.checks: list[dict[str, str]] = []
+
+    def access_check_env(self, key_id: str, allowed_ttl: int = 60, denied_ttl: int = 1) -> dict[str, str]:
+        """The app's settings (environment) for this access-check API, signing with `key_id`."""
+        return {
+            "UPDOWN_PRIVATE__ACCESS_CHECK__URL": self.url(self.PATH),
+            "UPDOWN_PRIVATE__ACCESS_CHECK__KEY_ID": key_id,
+            "UPDOWN_PRIVATE__ACCESS_CHECK__ALLOWED_TTL": str(allowed_ttl),
+            "UPDOWN_PRIVATE__ACCESS_CHECK__DENIED_TTL": str(denied_ttl),
+        }
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         if method != "POST" or path != self.PATH:

@@ -68,11 +68,8 @@ def store() -> Iterator[FakeStore]:
 
 def _common_env(store: FakeStore) -> dict[str, str]:
     return {
-        "UPDOWN_PRIVATE__ACCESS_CHECK__URL": store.url(FakeStore.PATH),
-        "UPDOWN_PRIVATE__ACCESS_CHECK__KEY_ID": KEY_ID,
+        **store.access_check_env(KEY_ID),
         "UPDOWN_PRIVATE__ACCESS_CHECK__TIMEOUT": "1",
-        "UPDOWN_PRIVATE__ACCESS_CHECK__ALLOWED_TTL": "60",
-        "UPDOWN_PRIVATE__ACCESS_CHECK__DENIED_TTL": "1",
         "UPDOWN_PRIVATE__SSO__TIMEOUT": "1",
         "UPDOWN_PRIVATE__SSO__ISSUER": ISSUER,
         "UPDOWN_PRIVATE__SSO__AUDIENCE": AUDIENCE,
@@ -120,12 +117,7 @@ def jwt_srv(tmp_path_factory: pytest.TempPathFactory, sso: FakeSso, store: FakeS
 def intro_srv(tmp_path_factory: pytest.TempPathFactory, sso: FakeSso, store: FakeStore) -> Iterator[ServerProcess]:
     env = {
         **_common_env(store),
-        "UPDOWN_PRIVATE__SSO__MODE": "introspection",
-        "UPDOWN_PRIVATE__SSO__INTROSPECTION__URL": sso.url(FakeSso.INTROSPECT),
-        "UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_ID": "updown",
-        "UPDOWN_PRIVATE__SSO__INTROSPECTION__CLIENT_SECRET": CLIENT_SECRET,
-        "UPDOWN_PRIVATE__SSO__CACHE_TTL": "1",
-        "UPDOWN_PRIVATE__SSO__NEGATIVE_CACHE_TTL": "2",
+        **sso.introspection_env(negative_cache_ttl=2),
     }
     srv = make_server(tmp_path_factory.mktemp("intro"), extra_env=env, keys=HMAC_KEYS).start()
     srv.files = _files(srv, tmp_path_factory.mktemp("intro-files"))  # type: ignore[attr-defined]

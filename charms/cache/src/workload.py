@@ -11,7 +11,7 @@ import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from cryptography import x509
 
 from models import CacheState, Telemetry, TLSMaterial, size_bytes
-from updown_charms import cos_agent, files
+from updown_charms import apt, cos_agent, files
 from updown_charms.files import write_files as write_files  # the stack and the tests write with it too
 from updown_charms.values import Role
 
@@ -749,18 +749,24 @@ def apply_backend(state: CacheState, layout: Layout) -> set[Path]:
 # --- service control (small functions; the charm's tests replace `run`) -------------------------------------
 
 
-def run(argv: Sequence[str]) -> None:
+# s: a hook never waits longer on one command unless the caller says so; Juju runs one hook at a time per unit,
+# so a stuck command would hold every later one
+COMMAND_TIMEOUT = 300.0
+
+
+def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = COMMAND_TIMEOUT) -> None:
     logger.info("running %s", " ".join(argv))
-    subprocess.run(list(argv), check=True, capture_output=True, text=True)
+    subprocess.run(
+        list(argv), check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout
+    )
 
 
 def install(role: Role = Role.FRONTEND, layout: Layout | None = None) -> None:
     # The exporter's drop-in first: its package starts it at once, which would otherwise listen on every address
     # (the package's default) until the first config is applied.
     write_files(exporter_dropins(role, Telemetry(), layout or Layout()))
-    run(["apt-get", "update", "-q"])
-    packages = BACKEND_PACKAGES if role is Role.BACKEND else PACKAGES
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages])
+    for argv in apt.commands(BACKEND_PACKAGES if role is Role.BACKEND else PACKAGES):
+        run(argv, env=apt.ENV, timeout=apt.TIMEOUT)
 
 
 def check_configs(layout: Layout) -> None:

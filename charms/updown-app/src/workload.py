@@ -37,7 +37,7 @@ import tomli_w
 from pydantic import SecretStr
 
 from models import AppState, CacheUnit
-from updown_charms import files
+from updown_charms import apt, files
 from updown_charms.values import Role
 
 logger = logging.getLogger(__name__)
@@ -410,6 +410,11 @@ CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _KEPT_ENV = ("LANG", "LC_ALL", "TZ", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 
 
+# s: a hook never waits longer on one command (pip, systemctl) unless the caller says so; Juju runs one hook at a
+# time per unit, so a stuck command would hold every later one
+COMMAND_TIMEOUT = 300.0
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of every command the workload runs: the system PATH, root's HOME, the locale and proxy
     settings, and `extra`; never PYTHONPATH, PYTHONHOME, VIRTUAL_ENV or the charm's PATH."""
@@ -418,7 +423,7 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**env, **(extra or {})}
 
 
-def run(argv: Sequence[str | Path], env: Mapping[str, str] | None = None, timeout: float | None = None) -> str:
+def run(argv: Sequence[str | Path], env: Mapping[str, str] | None = None, timeout: float = COMMAND_TIMEOUT) -> str:
     # the command and its first words only: never ids or scripts
     logger.info("running %s", " ".join(str(a)[:40] for a in argv[:3]))
     result = subprocess.run(
@@ -433,8 +438,8 @@ def run(argv: Sequence[str | Path], env: Mapping[str, str] | None = None, timeou
 
 
 def install_os() -> None:
-    run(["apt-get", "update", "-q"])
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *APT_PACKAGES])
+    for argv in apt.commands(APT_PACKAGES):
+        run(argv, env=apt.ENV, timeout=apt.TIMEOUT)
     try:
         run(["id", "-u", USER])
     except subprocess.CalledProcessError:
