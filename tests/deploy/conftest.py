@@ -212,6 +212,16 @@ def _leaf(ca: Any, ca_key: Any, host: str) -> tuple[str, str]:
     return pem + ca_pem, key_pem
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """A failed step shows the units' journals: the services' own logs say why a request failed."""
+    report = yield
+    driver = getattr(item, "funcargs", {}).get("juju")
+    if report.failed and call.when == "call" and driver is not None:
+        report.sections.append(("units' journals", driver.journals()))
+    return report
+
+
 @pytest.fixture(scope="module")
 def juju(world: dict[str, Any]) -> Iterator[Any]:
     """The deployed model: the driver, after `juju deploy ./bundle.yaml --overlay <test overlay>`, the HMAC

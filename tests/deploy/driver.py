@@ -22,6 +22,7 @@ import copy
 import json
 import secrets
 import stat
+import subprocess
 import time
 import zipfile
 from collections import deque
@@ -43,6 +44,7 @@ HOOKTOOLS = (
     "secret-info-get secret-remove secret-revoke secret-set state-delete state-get state-set status-get status-set"
 ).split()
 HOOKTOOL_SRC = Path(__file__).with_name("hooktool.py")
+HOOK_TIMEOUT = 600  # s; no hook of ours needs more than a few minutes, even on a cold apt cache
 SEVERITY = ["error", "blocked", "maintenance", "waiting", "active", "unknown"]
 
 
@@ -373,7 +375,10 @@ class Driver:
                 m.relations[hook.relation_id].joined.get(unit, set()).discard(hook.departing)
         logged = len(m.units[unit].log)
         start = time.monotonic()
-        out = machine.run(["./dispatch"], env=env, cwd=charm_dir, check=False, timeout=600)
+        try:
+            out = machine.run(["./dispatch"], env=env, cwd=charm_dir, check=False, timeout=HOOK_TIMEOUT)
+        except subprocess.TimeoutExpired as e:
+            raise HookFailed(self._hung(unit, hook, e)) from None
         elapsed = time.monotonic() - start
         self.history.append(HookRun(unit, hook.name, elapsed, out.returncode))
         log = self.work / "debug-log.txt"
@@ -389,6 +394,33 @@ class Driver:
         with m.lock:
             self._propagate(unit, before)
         return ctx
+
+    def _hung(self, unit: str, hook: Hook, e: subprocess.TimeoutExpired) -> str:
+        """What a hung hook was doing: its output so far, the machine's processes (the stuck command), the
+        journal's end, and the apt proxy's log (the charms' apt-get goes through it)."""
+        machine = self.machines[unit]
+
+        def text(b: bytes | str | None) -> str:
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+
+        def inside(argv: list[str]) -> str:
+            try:
+                r = machine.run(argv, check=False, timeout=20)
+                return r.stdout + r.stderr
+            except subprocess.TimeoutExpired:
+                return f"({' '.join(argv)} timed out)"
+
+        acng = sorted((self.work / "apt-cacher-ng").glob("apt-cacher*.log")) + sorted(
+            (self.work / "apt-cacher-ng").glob("*.err")
+        )
+        proxy = "\n".join(f"{p.name}:\n{p.read_text(errors='replace')[-3000:]}" for p in acng)
+        return (
+            f"hook hung: {unit} {hook.name} still running after {HOOK_TIMEOUT} s (Juju would wait; we stop)\n"
+            f"--- output so far\n{(text(e.stdout) + text(e.stderr))[-4000:]}\n"
+            f"--- processes\n{inside(['ps', '-eo', 'pid,ppid,etimes,stat,wchan:20,args', '--forest'])[-5000:]}\n"
+            f"--- journal\n{inside(['journalctl', '-n', '60', '--no-pager'])[-5000:]}\n"
+            f"--- apt proxy\n{proxy}"
+        )
 
     def _writable(self, unit: str) -> dict[tuple[int, str], dict[str, str]]:
         app = unit.split("/")[0]
@@ -488,6 +520,20 @@ class Driver:
                 app_status = min((self.model.units[u].status for u in a.units), key=lambda s: SEVERITY.index(s[0]))
             apps[name] = {"application-status": {"current": app_status[0], "message": app_status[1]}, "units": units}
         return {"model": self.model.name, "applications": apps}
+
+    def journals(self, lines: int = 80) -> str:
+        """The end of every unit's journal (its services' logs): what `juju ssh <unit> journalctl` would show when
+        a check fails after the hooks succeeded."""
+        out = []
+        for unit, machine in self.machines.items():
+            try:
+                r = machine.run(
+                    ["journalctl", "-n", str(lines), "--no-pager", "-o", "short-monotonic"], check=False, timeout=20
+                )
+                out.append(f"--- {unit}\n{r.stdout[-8000:]}")
+            except (subprocess.TimeoutExpired, AssertionError) as e:
+                out.append(f"--- {unit}: no journal ({e})")
+        return "\n".join(out)
 
     def close(self) -> None:
         list(self._pool.map(Machine.destroy, list(self.machines.values())))  # shut down concurrently

@@ -11,6 +11,7 @@ import hashlib
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,25 @@ def service_pids(juju: Driver, unit: str, *services: str) -> dict[str, str]:
     return {s: m.run(["systemctl", "show", "-p", "MainPID", "--value", s]).stdout.strip() for s in services}
 
 
+def wait_routed(juju: Driver, ca: Path, timeout: float = 60) -> None:
+    """Until every frontend sends requests to an app unit, both ways: the API (HAProxy straight to the app) and a
+    download (Varnish; a file nobody published answers 404 from the app). `juju status` is all active as soon as
+    each app unit passed its own health check; HAProxy's and Varnish's probes take their seconds after that, and
+    meanwhile the frontend answers 503 with Retry-After."""
+    deadline = time.monotonic() + timeout
+    for address in frontends(juju):
+        with https(address, ca) as http:
+            for path in ("/v1/files/0", "/rehearsal/0/nothing.bin"):
+                while True:
+                    try:
+                        if http.get(path).status_code not in (502, 503, 504):
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    assert time.monotonic() < deadline, f"frontend {address} does not route {path} to the app"
+                    time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def ca(world: dict[str, Any]) -> Path:
     path = world["work"] / "ca.pem"
@@ -96,6 +116,7 @@ def client(juju: Driver, ca: Path) -> Iterator[Any]:
     from updown_app.client import UpdownClient
 
     c = UpdownClient(f"https://{PUBLIC}", key_id=KEY_ID, secret=juju.hmac_key.encode(), verify=str(ca))  # type: ignore[attr-defined]
+    wait_routed(juju, ca)
     c.http = https(frontends(juju)[0], ca)
     c.http.headers.update({"user-agent": "updown-rehearsal"})
     yield c
