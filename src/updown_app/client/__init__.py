@@ -11,33 +11,43 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import httpx
 
 from updown_app.core import signing
 
 CHUNK = 1024 * 1024
+T = TypeVar("T")
 
 
 class UpdownError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # seconds, when a 503 said when to come back
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    # delta-seconds only: the service and its frontends send no HTTP-date form
+    value = response.headers.get("retry-after", "")
+    return float(value) if response.status_code == 503 and value.isdigit() else None
 
 
 def _raise_for(response: httpx.Response) -> None:
     if response.is_success:
         return
+    wait = _retry_after(response)
     try:
         err = response.json()["error"]
-        raise UpdownError(response.status_code, err["code"], err["message"])
+        raise UpdownError(response.status_code, err["code"], err["message"], wait)
     except (ValueError, KeyError, TypeError):
-        raise UpdownError(response.status_code, "http_error", response.reason_phrase) from None
+        raise UpdownError(response.status_code, "http_error", response.reason_phrase, wait) from None
 
 
 def file_digests(path: Path) -> dict[str, str]:
@@ -84,8 +94,11 @@ class UpdownClient:
         secret: bytes | None = None,
         verify: str | bool = True,
         timeout: float = 60.0,
+        retries: int = 3,
+        max_retry_wait: float = 30.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.retries, self.max_retry_wait = retries, max_retry_wait
         self.key_id = key_id
         self.secret = secret
         headers = {"user-agent": "updown-client"}
@@ -104,6 +117,19 @@ class UpdownClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """`attempt` again while the service answers 503 with Retry-After (a dependency briefly down, no app unit
+        ready behind a frontend yet, a unit draining): such a 503 changed nothing, so a retry is safe even for an
+        upload. Each attempt signs afresh (a signed request's nonce is good once). Other errors are final."""
+        for n in range(self.retries + 1):
+            try:
+                return attempt()
+            except UpdownError as exc:
+                if exc.retry_after is None or n == self.retries or exc.retry_after > self.max_retry_wait:
+                    raise
+                time.sleep(exc.retry_after)
+        raise AssertionError("unreachable")
+
     def _auth(self, method: str, path: str, fields: Mapping[str, str]) -> dict[str, str]:
         if self.key_id is None or self.secret is None:
             raise UpdownError(0, "no_key", "a key id and secret are needed for signed requests")
@@ -118,6 +144,9 @@ class UpdownClient:
         filename: str | None = None,
         visibility: str = "public",
     ) -> dict[str, Any]:
+        return self._retrying(lambda: self._upload(path, package, revision, filename, visibility))
+
+    def _upload(self, path: Path, package: str, revision: str, filename: str | None, visibility: str) -> dict[str, Any]:
         fields = {
             "package": package,
             "revision": revision,
@@ -140,6 +169,9 @@ class UpdownClient:
         return result
 
     def _signed(self, method: str, url_path: str, extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return self._retrying(lambda: self._signed_once(method, url_path, extra))
+
+    def _signed_once(self, method: str, url_path: str, extra: Mapping[str, str] | None) -> dict[str, Any]:
         fields = {**(extra or {}), **signing.fresh_fields()}
         headers = self._auth(method, url_path, fields)
         if method == "GET":
@@ -163,6 +195,9 @@ class UpdownClient:
 
     def download(self, url: str, dest: Path, headers: Mapping[str, str] | None = None) -> Path:
         """Download to ``dest``, resuming ``dest.part`` with Range/If-Range; verifies the SHA-256 (ETag)."""
+        return self._retrying(lambda: self._download(url, dest, headers))
+
+    def _download(self, url: str, dest: Path, headers: Mapping[str, str] | None) -> Path:
         partial = dest.with_name(dest.name + ".part")
         etag_file = dest.with_name(dest.name + ".part.etag")
         have = partial.stat().st_size if partial.exists() else 0
