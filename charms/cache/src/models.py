@@ -59,6 +59,11 @@ class UpstreamError(ValueError):
 
 
 ConfigT = TypeVar("ConfigT", bound="CacheConfig")
+# Related, but the app gave no store (or its leader has not written it yet).
+NO_UPSTREAM = (
+    "no upstream: updown-app publishes no store endpoint (it has none to give for local storage, Swift without "
+    "swift-storage-url or S3 without an endpoint): set upstream-url"
+)
 
 
 def with_upstream(config: ConfigT, published: Sequence[StoreAppData]) -> ConfigT:
@@ -91,12 +96,6 @@ def with_upstream(config: ConfigT, published: Sequence[StoreAppData]) -> ConfigT
         raise UpstreamError(f"updown-app's store {app_url}: {exc}; set upstream-url") from exc
     ca = config.upstream_ca or _published_ca(app_ca)
     return config.model_copy(update={"upstream_url": url, "upstream_ca": ca})
-
-
-NO_UPSTREAM = (
-    "no upstream: updown-app publishes no store endpoint (it has none to give for local storage, Swift without "
-    "swift-storage-url or S3 without an endpoint): set upstream-url"
-)
 
 
 def _same_origin(published: str, url: str) -> bool:
