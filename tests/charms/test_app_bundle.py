@@ -105,7 +105,9 @@ def test_the_bundles_store_is_s3_integrator_without_an_overlay() -> None:
     assert "juju deploy ./bundle.yaml juju add-secret" in header  # no --overlay
     assert "juju run s3-integrator/leader sync-s3-credentials access-key=<access key> secret-key=<secret key>" in header
     assert "waiting for s3-integrator credentials (juju run s3-integrator/leader sync-s3-credentials ...)" in header
-    assert "upstream-url is required for role=backend" in header
+    # the backend caches read the store updown-app publishes: no upstream-url to set by hand
+    assert "cache-backend upstream-url=" not in header and "juju config cache-backend" not in header
+    assert "no upstream: updown-app publishes no store endpoint" in header
 
 
 def test_integration_tests_deploy_with_the_test_overlay(tmp_path: Path, monkeypatch) -> None:

@@ -8,6 +8,7 @@ import re
 
 import pytest
 from ops import testing
+from scripts.throwaway_ca import make_tls
 
 import charm as charm_module
 import workload
@@ -25,10 +26,12 @@ def allowed() -> list[str]:
     return [line.split()[1].rstrip(";") for line in nginx_conf().splitlines() if line.strip().startswith("allow ")]
 
 
-def app_relation(*units: int) -> testing.Relation:
+def app_relation(*units: int, store: dict[str, str] | None = None) -> testing.Relation:
+    """updown-app's units; `store`: what its leader published in the application data (upstream-url, -ca)."""
     return testing.Relation(
         endpoint="app",
         remote_app_name="updown-app",
+        remote_app_data=store or {},
         remote_units_data={u: {"address": f"10.1.0.{u + 1}", "port": "8000"} for u in units},
     )
 
@@ -145,7 +148,6 @@ def test_frontend_requirements_do_not_block_a_backend(cache_ctx, cache_host):
 @pytest.mark.parametrize(
     ("config", "problem"),
     [
-        ({"upstream-url": ""}, "invalid config: upstream-url is required for role=backend"),
         ({"upstream-url": "http://swift.example.test"}, "invalid config: upstream-url: "),
         ({"upstream-url": "https://swift.example.test/v1/AUTH_x"}, "invalid config: upstream-url: "),
         ({"upstream-url": "https://bad host"}, "invalid config: upstream-url: "),
@@ -176,3 +178,130 @@ def test_role_switch_refused(cache_ctx, cache_host):
     assert out.unit_status.message.startswith("role cannot change after deployment (deployed as backend)")
     assert nginx_conf() == before and cache_host == []
     assert not charm_module.LAYOUT.haproxy_cfg.exists()
+
+
+# --- the store from updown-app (its application data on the relation) ------------------------------------------
+
+
+def ca_of(tls_pair: tuple[str, str]) -> str:
+    chain, _key = tls_pair
+    return chain[chain.rindex("-----BEGIN CERTIFICATE-----") :]
+
+
+def test_the_store_updown_app_publishes_is_read_without_upstream_options(cache_ctx, cache_host, tls_pair):
+    ca = ca_of(tls_pair)
+    app = app_relation(0, store={"upstream-url": "https://swift.deploy.test:8443", "upstream-ca": ca})
+    out = cache_ctx.run(cache_ctx.on.relation_changed(app), ready_state(app, **{"upstream-url": ""}))
+    assert out.unit_status == testing.ActiveStatus("backend: 1 app units, upstream swift.deploy.test")
+    cfg = nginx_conf()
+    assert "server swift.deploy.test:8443;" in cfg and "proxy_set_header Host swift.deploy.test:8443;" in cfg
+    assert "proxy_ssl_name swift.deploy.test;" in cfg
+    layout = charm_module.LAYOUT
+    assert f"proxy_ssl_trusted_certificate {layout.nginx_ca};" in cfg
+    assert layout.nginx_ca.read_text().strip() == ca.strip()
+    assert ["systemctl", "reload-or-restart", "nginx"] in cache_host
+
+
+def test_the_store_moving_follows_and_an_empty_ca_means_the_system_cas(cache_ctx, cache_host, tls_pair):
+    app = app_relation(0, store={"upstream-url": "https://s3.one.test", "upstream-ca": ca_of(tls_pair)})
+    cache_ctx.run(cache_ctx.on.relation_changed(app), ready_state(app, **{"upstream-url": ""}))
+    cache_host.clear()
+    app = dataclasses.replace(app, remote_app_data={"upstream-url": "https://s3.two.test:9443"})
+    out = cache_ctx.run(cache_ctx.on.relation_changed(app), ready_state(app, **{"upstream-url": ""}))
+    assert out.unit_status == testing.ActiveStatus("backend: 1 app units, upstream s3.two.test")
+    cfg = nginx_conf()
+    assert "server s3.two.test:9443;" in cfg and "s3.one.test" not in cfg
+    assert f"proxy_ssl_trusted_certificate {workload.SYSTEM_CA_BUNDLE};" in cfg
+    assert ["systemctl", "reload-or-restart", "nginx"] in cache_host
+
+
+def test_upstream_options_override_the_published_store(cache_ctx, cache_host, tls_pair):
+    """An operator's upstream-url wins; the app's CA is not trusted for another store (system CAs), an own
+    upstream-ca wins over the app's for the app's store."""
+    ca = ca_of(tls_pair)
+    app = app_relation(0, store={"upstream-url": "https://s3.internal.test", "upstream-ca": ca})
+    out = cache_ctx.run(cache_ctx.on.relation_changed(app), ready_state(app))  # upstream-url: swift.example.test
+    assert out.unit_status == testing.ActiveStatus("backend: 1 app units, upstream swift.example.test")
+    cfg = nginx_conf()
+    assert "server swift.example.test:443;" in cfg and "s3.internal.test" not in cfg
+    assert f"proxy_ssl_trusted_certificate {workload.SYSTEM_CA_BUNDLE};" in cfg
+
+    # the same store named by the operator: the app's CA still applies to it
+    cache_ctx.run(cache_ctx.on.relation_changed(app), ready_state(app, **{"upstream-url": "https://s3.internal.test"}))
+    assert charm_module.LAYOUT.nginx_ca.read_text().strip() == ca.strip()
+    assert f"proxy_ssl_trusted_certificate {charm_module.LAYOUT.nginx_ca};" in nginx_conf()
+
+    other_chain, _ = make_tls("store.test", ["store.test"])
+    own_ca = other_chain[other_chain.rindex("-----BEGIN CERTIFICATE-----") :]
+    cache_ctx.run(
+        cache_ctx.on.config_changed(),
+        ready_state(app, **{"upstream-url": "", "upstream-ca": own_ca}),
+    )
+    assert "server s3.internal.test:443;" in nginx_conf()
+    assert charm_module.LAYOUT.nginx_ca.read_text().strip() == own_ca.strip()
+
+
+def test_neither_option_nor_relation_blocks_naming_both_ways(cache_ctx, cache_host):
+    state = dataclasses.replace(ready_state(**{"upstream-url": ""}), relations=[])
+    out = cache_ctx.run(cache_ctx.on.config_changed(), state)
+    assert out.unit_status == testing.BlockedStatus(
+        "no upstream: integrate with updown-app (endpoint app), which publishes its store, or set upstream-url"
+    )
+    assert not charm_module.LAYOUT.nginx_conf.exists() and cache_host == []
+
+
+def test_related_app_without_a_store_blocks(cache_ctx, cache_host):
+    """Local storage, Swift through the Keystone catalog, AWS without an endpoint: the app publishes none."""
+    app = app_relation(0)
+    out = cache_ctx.run(cache_ctx.on.relation_changed(app), ready_state(app, **{"upstream-url": ""}))
+    assert out.unit_status.name == "blocked"
+    assert out.unit_status.message.startswith("no upstream: updown-app publishes no store endpoint")
+    assert out.unit_status.message.endswith("set upstream-url")
+    assert not charm_module.LAYOUT.nginx_conf.exists() and cache_host == []
+
+
+@pytest.mark.parametrize(
+    ("store", "problem"),
+    [
+        (
+            {"upstream-url": "http://swift.deploy.test:8080"},
+            "updown-app's store http://swift.deploy.test:8080 is plain HTTP: the backend cache reads the store over "
+            "HTTPS only; give the store an HTTPS endpoint by host name, or set upstream-url",
+        ),
+        (
+            {"upstream-url": "https://10.0.0.5:8443"},
+            "updown-app's store https://10.0.0.5:8443: name the store by its host name, not an IP address (its "
+            "certificate is checked); set upstream-url",
+        ),
+        (
+            {"upstream-url": "https://s3.test", "upstream-ca": "not a certificate"},
+            "updown-app's store CA: must be PEM certificates only (-----BEGIN CERTIFICATE----- ...); set upstream-ca",
+        ),
+    ],
+)
+def test_an_unusable_published_store_blocks_and_renders_nothing(cache_ctx, cache_host, store, problem):
+    cache_ctx.run(cache_ctx.on.config_changed(), ready_state())  # a working config first
+    before = nginx_conf()
+    cache_host.clear()
+    app = app_relation(0, store=store)
+    out = cache_ctx.run(cache_ctx.on.relation_changed(app), ready_state(app, **{"upstream-url": ""}))
+    assert out.unit_status == testing.BlockedStatus(problem)
+    assert nginx_conf() == before and cache_host == []
+
+
+def test_an_override_unblocks_a_plain_http_store(cache_ctx, cache_host):
+    app = app_relation(0, store={"upstream-url": "http://swift.deploy.test:8080"})
+    out = cache_ctx.run(
+        cache_ctx.on.relation_changed(app), ready_state(app, **{"upstream-url": "https://swift.tls.test"})
+    )
+    assert out.unit_status == testing.ActiveStatus("backend: 1 app units, upstream swift.tls.test")
+
+
+def test_two_apps_with_different_stores_block(cache_ctx, cache_host):
+    one = app_relation(0, store={"upstream-url": "https://s3.one.test"})
+    two = dataclasses.replace(app_relation(0, store={"upstream-url": "https://s3.two.test"}), remote_app_name="other")
+    out = cache_ctx.run(cache_ctx.on.relation_changed(one), ready_state(one, two, **{"upstream-url": ""}))
+    assert out.unit_status == testing.BlockedStatus(
+        "the related updown-app applications read different stores (https://s3.one.test, https://s3.two.test): "
+        "set upstream-url"
+    )

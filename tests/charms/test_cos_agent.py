@@ -98,6 +98,39 @@ def test_the_app_unit_has_its_metrics_scraped_on_its_port() -> None:
     assert [json.loads(cos_agent.decode(d))["title"] for d in data["dashboards"]] == ["updown app"]
 
 
+def test_the_app_unit_sends_its_log_alert_rules_narrowed_to_the_application() -> None:
+    """src/loki_alert_rules: the Loki ruler gets them as log_alert_rules, every stream selector narrowed to the
+    application (without that, one application's rule would alert on every journal of the model)."""
+    ctx = app_charm.context()
+    relation = agent_relation()
+    out = ctx.run(ctx.on.relation_joined(relation), testing.State(config={"port": 8123}, relations=[relation]))
+    rules = {r["alert"]: r for g in published(out)["log_alert_rules"]["groups"] for r in g["rules"]}
+    assert {"UpdownAppHttp5xxBurst", "UpdownTakedownPurgeFailed"} <= set(rules)
+    model, uuid = out.model.name, out.model.uuid
+    for rule in rules.values():
+        assert (
+            f'{{juju_model="{model}",juju_model_uuid="{uuid}",juju_application="updown-app",job="syslog"}}'
+            in (rule["expr"])
+        )
+        assert rule["labels"]["juju_application"] == "updown-app" and rule["labels"]["severity"]
+    assert all(r["alert"] not in rules for g in published(out)["metrics_alert_rules"]["groups"] for r in g["rules"])
+
+
+@pytest.mark.parametrize(
+    ("expr", "narrowed"),
+    [
+        ('{job="syslog"} |= `{"a": 1}`', '{M,job="syslog"} |= `{"a": 1}`'),
+        (
+            'sum(count_over_time({ job="x" } | json | level="{error}" [5m]))',
+            'sum(count_over_time({M, job="x" } | json | level="{error}" [5m]))',
+        ),
+        ("count_over_time({}[1m])", "count_over_time({M}[1m])"),
+    ],
+)
+def test_log_selectors_are_narrowed_to_the_application(expr: str, narrowed: str) -> None:
+    assert cos_agent.inject_log_matchers(expr, "M") == narrowed
+
+
 @pytest.mark.parametrize(
     ("expr", "narrowed"),
     [

@@ -55,6 +55,8 @@ def test_what_the_cos_agent_forwards_is_packed(packed_charms: Path, name: str) -
     assert any(n.startswith("src/prometheus_alert_rules/") and n.endswith(".rules") for n in names)
     assert any(n.startswith("src/grafana_dashboards/") and n.endswith(".json") for n in names)
     assert "lib/updown_charms/cos_agent.py" in names
+    if name == "updown-app":  # its Loki rules (log_alert_rules), read from the same src/
+        assert any(n.startswith("src/loki_alert_rules/") and n.endswith(".rules") for n in names)
 
 
 @pytest.mark.parametrize("name", CHARMS)

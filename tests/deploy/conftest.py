@@ -101,9 +101,9 @@ def pg_address() -> tuple[str, int]:
 
 def overlay(world: dict[str, Any]) -> dict[str, Any]:
     """The test overlay: one unit per tier but two app units (the refresh canary), no storage option (the store
-    is s3-integrator's, a stand-in: Swift's s3api over HTTPS by host name with the rehearsal's CA), the backend
-    caches reading the same Swift."""
-    f = world["forwarder"]
+    is s3-integrator's, a stand-in: Swift's s3api over HTTPS by host name with the rehearsal's CA). No upstream
+    option on the backend caches: they read the store updown-app publishes on backend-cache (the integrator's
+    endpoint and its tls-ca-chain), as `juju deploy ./bundle.yaml` alone has them do."""
     return {
         "applications": {
             "updown-app": {
@@ -115,10 +115,7 @@ def overlay(world: dict[str, Any]) -> dict[str, Any]:
                 },
             },
             "cache-frontend": {"num_units": 1},
-            "cache-backend": {
-                "num_units": 1,
-                "options": {"upstream-url": f"https://{SWIFT_HOST}:{f.swift_tls_port}", "upstream-ca": world["ca_pem"]},
-            },
+            "cache-backend": {"num_units": 1},
         }
     }
 

@@ -135,7 +135,9 @@ class CacheCharm(ops.CharmBase):
         )
 
     def _backend_state(self, config: juju_state.CharmConfig, address: str) -> CacheState:
-        """role=backend: no ring, no TLS of its own; the app units are its clients (the allow list)."""
+        """role=backend: no ring, no TLS of its own; the store from config or updown-app; the app units are its
+        clients (the allow list)."""
+        config = juju_state.backend_config(self, config)
         if not self.model.relations[APP]:
             raise StateError(ops.BlockedStatus("no client: integrate with updown-app (endpoint app)"))
         clients = juju_state.origins(self)

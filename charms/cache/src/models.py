@@ -4,10 +4,13 @@ config, relations and secrets, or directly by the local stack and the tests. No 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from updown_charms.interface import StoreAppData
 from updown_charms.values import HOSTNAME, Port, Role, hostname
 
 _SIZE = re.compile(r"^[1-9][0-9]*[KMGT]$")
@@ -18,6 +21,95 @@ _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CE
 def size_bytes(value: str) -> int:
     """A validated size ("8M") in bytes; nginx has no T suffix, so the backend role renders plain bytes."""
     return int(value[:-1]) * _UNITS[value[-1]]
+
+
+def upstream_url(value: str) -> str:
+    """The store a backend unit reads: https://host[:port] by host name, normalised; "" stays "" (not given)."""
+    value = value.strip()
+    if not value:
+        return value
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("bad port") from None
+    # The app presigns URLs for the store and sends their path and query to the unit: only the origin here.
+    if parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
+        raise ValueError("must be https://host[:port] (the store is always read over HTTPS)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be https://host[:port], without a path or query")
+    host = parts.hostname.lower()
+    if not HOSTNAME.match(host):
+        raise ValueError(f"not a hostname: {host!r}")
+    if re.fullmatch(r"[0-9.]+", host):  # nginx matches the certificate's DNS names only (and sends it as SNI)
+        raise ValueError("name the store by its host name, not an IP address (its certificate is checked)")
+    return f"https://{host}" + (f":{port}" if port else "")
+
+
+def upstream_ca(value: str) -> str:
+    """PEM certificates only, one trailing newline; "" (the system's CAs) stays ""."""
+    value = value.strip()
+    if value and _PEM_CERT.sub("", value).strip():
+        raise ValueError("must be PEM certificates only (-----BEGIN CERTIFICATE----- ...)")
+    return value + "\n" if value else ""
+
+
+class UpstreamError(ValueError):
+    """A backend unit has no store it can read: the message says what to do."""
+
+
+ConfigT = TypeVar("ConfigT", bound="CacheConfig")
+# Related, but the app gave no store (or its leader has not written it yet).
+NO_UPSTREAM = (
+    "no upstream: updown-app publishes no store endpoint (it has none to give for local storage, Swift without "
+    "swift-storage-url or S3 without an endpoint): set upstream-url"
+)
+
+
+def with_upstream(config: ConfigT, published: Sequence[StoreAppData]) -> ConfigT:
+    """`config` with its store resolved: its own upstream-url (an operator's override), else the one updown-app
+    published on the `app` relation (`published`: one per related application that gave one). upstream-ca
+    likewise, except that the app's CA is only trusted for the app's store: an overriding upstream-url of
+    another store with an empty upstream-ca gets the system's CAs. Raises UpstreamError."""
+    stores = sorted({(p.upstream_url.strip(), p.upstream_ca.strip()) for p in published if p.upstream_url.strip()})
+    if config.upstream_url:
+        ca = config.upstream_ca or next(
+            (_published_ca(c) for u, c in stores if _same_origin(u, config.upstream_url)), ""
+        )
+        return config.model_copy(update={"upstream_ca": ca})
+    if len({url for url, _ in stores}) > 1:
+        raise UpstreamError(
+            f"the related updown-app applications read different stores ({', '.join(u for u, _ in stores)}): "
+            "set upstream-url"
+        )
+    if not stores:
+        raise UpstreamError(NO_UPSTREAM)
+    app_url, app_ca = stores[0]
+    if urlsplit(app_url).scheme.lower() == "http":
+        raise UpstreamError(
+            f"updown-app's store {app_url} is plain HTTP: the backend cache reads the store over HTTPS only; "
+            "give the store an HTTPS endpoint by host name, or set upstream-url"
+        )
+    try:
+        url = upstream_url(app_url)
+    except ValueError as exc:
+        raise UpstreamError(f"updown-app's store {app_url}: {exc}; set upstream-url") from exc
+    ca = config.upstream_ca or _published_ca(app_ca)
+    return config.model_copy(update={"upstream_url": url, "upstream_ca": ca})
+
+
+def _same_origin(published: str, url: str) -> bool:
+    try:
+        return upstream_url(published) == url
+    except ValueError:
+        return False
+
+
+def _published_ca(value: str) -> str:
+    try:
+        return upstream_ca(value)
+    except ValueError as exc:
+        raise UpstreamError(f"updown-app's store CA: {exc}; set upstream-ca") from exc
 
 
 class CacheConfig(BaseModel):
@@ -65,40 +157,17 @@ class CacheConfig(BaseModel):
     @field_validator("upstream_url")
     @classmethod
     def _upstream_url(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            return value
-        parts = urlsplit(value)
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError("bad port") from None
-        # The app presigns URLs for the store and sends their path and query to the unit: only the origin here.
-        if parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
-            raise ValueError("must be https://host[:port] (the store is always read over HTTPS)")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError("must be https://host[:port], without a path or query")
-        host = parts.hostname.lower()
-        if not HOSTNAME.match(host):
-            raise ValueError(f"not a hostname: {host!r}")
-        if re.fullmatch(r"[0-9.]+", host):  # nginx matches the certificate's DNS names only (and sends it as SNI)
-            raise ValueError("name the store by its host name, not an IP address (its certificate is checked)")
-        return f"https://{host}" + (f":{port}" if port else "")
+        return upstream_url(value)
 
     @field_validator("upstream_ca")
     @classmethod
     def _upstream_ca(cls, value: str) -> str:
-        value = value.strip()
-        if value and _PEM_CERT.sub("", value).strip():
-            raise ValueError("must be PEM certificates only (-----BEGIN CERTIFICATE----- ...)")
-        return value + "\n" if value else ""
+        return upstream_ca(value)
 
     @model_validator(mode="after")
     def _role_requirements(self) -> CacheConfig:
         if self.role is Role.BACKEND:  # the frontend's hostnames, TLS and HTTP(S) ports mean nothing here
-            if not self.upstream_url:
-                raise ValueError("upstream-url is required for role=backend")
-            return self
+            return self  # an empty upstream-url: the one updown-app publishes (with_upstream)
         if self.role is Role.FRONTEND and not self.public_hostname:
             raise ValueError("public-hostname is required for role=frontend")
         if self.private_hostname and self.private_hostname == self.public_hostname:
@@ -183,6 +252,12 @@ class CacheState(BaseModel):
     tls: TLSMaterial | None = None
     bind_address: str = "0.0.0.0"  # where HAProxy and Varnish listen; the stack uses one loopback address a unit
     telemetry: Telemetry = Telemetry()
+
+    @model_validator(mode="after")
+    def _backend_upstream(self) -> CacheState:
+        if self.config.role is Role.BACKEND and not self.config.upstream_url:
+            raise ValueError("role=backend needs an upstream: upstream-url, or the store updown-app publishes")
+        return self
 
     @field_validator("ring")
     @classmethod

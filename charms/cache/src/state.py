@@ -8,9 +8,9 @@ import logging
 import ops
 import pydantic
 
-from models import CacheConfig, Origin, RingMember, TLSMaterial
+from models import CacheConfig, Origin, RingMember, TLSMaterial, UpstreamError, with_upstream
 from updown_charms import relations, status
-from updown_charms.interface import AppUnitData, RingUnitData
+from updown_charms.interface import AppUnitData, RingUnitData, StoreAppData
 from updown_charms.status import StateError
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,33 @@ def origins(charm: ops.CharmBase) -> tuple[Origin, ...]:
         )
         for unit, data in relations.published(charm.model.relations[APP], AppUnitData)
     )
+
+
+def backend_config(charm: ops.CharmBase, config: CharmConfig) -> CharmConfig:
+    """role=backend: `config` with its store resolved (its own upstream-url / upstream-ca, else what the
+    updown-app leader published in its application data on `app`)."""
+    if not config.upstream_url and not charm.model.relations[APP]:
+        raise StateError(
+            ops.BlockedStatus(
+                "no upstream: integrate with updown-app (endpoint app), which publishes its store, or set upstream-url"
+            )
+        )
+    try:
+        return with_upstream(config, published_stores(charm))
+    except UpstreamError as problem:
+        raise StateError(ops.BlockedStatus(str(problem))) from problem
+
+
+def published_stores(charm: ops.CharmBase) -> list[StoreAppData]:
+    stores = []
+    for relation in charm.model.relations[APP]:
+        if relation.app is None:
+            continue
+        try:
+            stores.append(StoreAppData.load(relation.data[relation.app]))
+        except pydantic.ValidationError:  # not a schema problem the operator can fix: read again on the next change
+            logger.info("%s has not published a usable store yet", relation.app.name)
+    return stores
 
 
 def tls_from_secret(secret: ops.Secret) -> TLSMaterial:

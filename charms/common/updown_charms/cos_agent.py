@@ -97,6 +97,22 @@ def _narrow(m: re.Match[str], matchers: str, code: str) -> str:
     return f"{name}{{{matchers}{'' if empty else ','}"
 
 
+def inject_log_matchers(expr: str, matchers: str) -> str:
+    """Narrow every stream selector of a LogQL expression to `matchers` (what the library has cos-tool do):
+    `{job="syslog"}` becomes `{<matchers>,job="syslog"}`. Outside string literals a brace only ever opens a
+    stream selector in LogQL (templates such as line_format's are strings)."""
+    out: list[str] = []
+    pos = 0
+    for string in [*_STRING.finditer(expr), None]:
+        end = string.start() if string else len(expr)
+        code = expr[pos:end]
+        out.append(re.sub(r"\{(\s*\})?", lambda m: f"{{{matchers}}}" if m.group(1) else f"{{{matchers},", code))
+        if string:
+            out.append(string.group())
+            pos = string.end()
+    return "".join(out)
+
+
 def _rule_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
@@ -105,7 +121,7 @@ def _rule_files(directory: Path) -> list[Path]:
 
 def alert_rules(directory: Path, topology: Topology, *, promql: bool = True) -> dict[str, Any]:
     """The rule groups of every *.rule(s) file of `directory`, named after the topology and labelled with it;
-    PromQL expressions narrowed to it (LogQL ones are left as written)."""
+    their expressions (PromQL, or LogQL with `promql=False`) narrowed to it."""
     groups: list[dict[str, Any]] = []
     for path in _rule_files(directory):
         content = yaml.safe_load(path.read_text())
@@ -117,8 +133,8 @@ def alert_rules(directory: Path, topology: Topology, *, promql: bool = True) -> 
             for rule in group["rules"]:
                 rule = dict(rule)
                 rule["labels"] = {**topology.labels, **rule.get("labels", {})}
-                if promql:
-                    rule["expr"] = inject_matchers(str(rule["expr"]), topology.matchers)
+                inject = inject_matchers if promql else inject_log_matchers
+                rule["expr"] = inject(str(rule["expr"]), topology.matchers)
                 rules.append(rule)
             groups.append({**group, "name": name if name.endswith("_rules") else f"{name}_rules", "rules": rules})
     return {"groups": groups}

@@ -35,6 +35,18 @@ class AppUnitData(Databag):
     draining: bool = False
 
 
+class StoreAppData(Databag):
+    """Written by the updown-app leader in its application databag on `backend-cache`: the object store the
+    backend cache units read from, as the app itself uses it. `upstream-url` is the origin (scheme://host[:port])
+    of the URLs the app presigns; absent when the app has no fixed endpoint to give (local storage, Swift through
+    the Keystone catalog without swift-storage-url, S3 without an endpoint). It may be plain http: the cache
+    charm refuses it (it reads the store over HTTPS only) rather than this schema hiding it. `upstream-ca` is
+    the PEM CA bundle that signs the store's certificate; absent: the system's CAs."""
+
+    upstream_url: str = Field("", alias="upstream-url")
+    upstream_ca: str = Field("", alias="upstream-ca")
+
+
 class CacheUnitData(Databag):
     """Written by each cache unit in its unit databag.
 

@@ -73,6 +73,7 @@ class UpdownAppCharm(ops.CharmBase):
     def _reconcile(self, _event: ops.EventBase) -> None:
         juju_state.request_database(self)
         juju_state.request_s3(self)
+        self._publish_store()
         peer = self.model.get_relation(PEER)
         if peer is None:
             return  # the peer relation exists from the first hooks on; nothing can be staged without it
@@ -110,6 +111,20 @@ class UpdownAppCharm(ops.CharmBase):
                 time.sleep(DRAIN_SETTLE)
             me = deploy.restart_onto(me, app, st, files, attempt, LAYOUT, self._say)
         self._publish(peer, app, me, draining=me.phase is not Phase.IDLE, state=st)
+
+    def _publish_store(self) -> None:
+        """The leader tells the backend caches which store to read (application data: Juju lets the leader alone
+        write it). While config or s3-integrator are unusable the last store published stays: the units still
+        run on it, and the unit's status says what is wrong."""
+        if not self.unit.is_leader() or not self.model.relations[BACKEND_CACHE]:
+            return
+        try:
+            store = juju_state.store(self)
+        except StateError as problem:
+            logger.info("not publishing the store to the backend caches: %s", problem)
+            return
+        for relation in self.model.relations[BACKEND_CACHE]:
+            store.dump(relation.data[self.app])
 
     def _on_cos_agent(self, _event: ops.EventBase) -> None:
         try:

@@ -7,9 +7,11 @@ import ipaddress
 import re
 from enum import StrEnum
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from updown_charms.interface import StoreAppData
 from updown_charms.values import Port, Role, hostname
 
 # A release is the updown-app package version carried by the charm's wheelhouse (PEP 440, no local part).
@@ -112,6 +114,47 @@ class AppConfig(BaseModel):
         if self.sso_mode == "jwt" and not (self.sso_jwks_url and self.sso_issuer and self.sso_audience):
             raise ValueError("sso-mode=jwt needs sso-jwks-url, sso-issuer and sso-audience")
         return self
+
+
+def store_upstream(config: AppConfig, s3_ca_chain: str = "") -> StoreAppData:
+    """Where the backend cache units read objects from: the origin of the URLs this app presigns with `config`
+    (s3-integrator's values already in it), and the CA its certificate is checked against. Empty where the
+    charm cannot know it: local storage, Swift whose storage URL comes from the Keystone catalog at run time,
+    S3 without an endpoint (AWS: the SDK picks the host by region and bucket)."""
+    if config.storage_backend == "swift" and config.swift_storage_url:
+        # TempURLs are on the storage URL's host; Swift has no CA option: the system's CAs
+        return StoreAppData(upstream_url=_origin(config.swift_storage_url))
+    if config.storage_backend == "s3" and config.s3_endpoint_url:
+        origin = _origin(config.s3_endpoint_url)
+        if origin and config.s3_addressing_style == "virtual" and not _is_ip(urlsplit(origin).hostname or ""):
+            # virtual-hosted: the SDK presigns https://<bucket>.<endpoint host>/<key> (path style, and "auto"
+            # with an endpoint, keep the endpoint's host: /<bucket>/<key>)
+            scheme, _, authority = origin.partition("://")
+            origin = f"{scheme}://{config.s3_bucket}.{authority}"
+        return StoreAppData(upstream_url=origin, upstream_ca=s3_ca_chain)
+    return StoreAppData()
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a URL (its path is the app's business: it goes in every presigned URL)."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:  # the app cannot use it either; nothing to give
+        return ""
+    host = (parts.hostname or "").lower()
+    if not host:
+        return ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port else "")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 class Database(BaseModel):

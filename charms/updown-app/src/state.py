@@ -22,10 +22,10 @@ from dpcharmlibs.interfaces import DataContractV0, OpsRelationRepository, OpsRel
 
 import s3_integrator
 import workload
-from models import AppConfig, AppState, CacheUnit, Database, Secrets
+from models import AppConfig, AppState, CacheUnit, Database, Secrets, store_upstream
 from s3_integrator import S3_CREDENTIALS, S3Connection
 from updown_charms import relations, status
-from updown_charms.interface import CacheUnitData
+from updown_charms.interface import CacheUnitData, StoreAppData
 from updown_charms.status import StateError
 from updown_charms.values import Role
 
@@ -243,6 +243,13 @@ def caches(charm: ops.CharmBase) -> tuple[CacheUnit, ...]:
                 continue
             found.append(CacheUnit(unit_name=unit.name, role=role, address=data.address, port=data.port))
     return tuple(found)
+
+
+def store(charm: ops.CharmBase) -> StoreAppData:
+    """The store the backend cache units read (published on backend-cache): from config and s3-integrator only,
+    so it is known before the database is; a StateError while either is unusable."""
+    s3 = s3_integrator.connection(charm)
+    return store_upstream(with_s3(load_config(charm), s3), s3.ca_chain if s3 else "")
 
 
 def app_state(charm: ops.CharmBase) -> AppState:
