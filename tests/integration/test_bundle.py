@@ -61,7 +61,7 @@ def bundle(tmp: Path) -> tuple[Path, list[Path]]:
         return path, [TEST_OVERLAY]
     integrator = {"endpoint": S3["ENDPOINT"], "bucket": S3["BUCKET"] or "updown-it", "region": S3["REGION"]}
     apps["s3-integrator"]["options"] = {k: v for k, v in integrator.items() if v}
-    apps["cache-backend"]["options"]["upstream-url"] = S3["ENDPOINT"]
+    # cache-backend takes the store (upstream-url, the CA) from updown-app on backend-cache
     path = tmp / "bundle.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path, []
