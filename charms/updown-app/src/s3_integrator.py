@@ -18,10 +18,11 @@ from typing import Any
 
 import ops
 import pydantic
-from dpcharmlibs.interfaces import OpsRelationRepository, OpsRelationRepositoryInterface
+from dpcharmlibs.interfaces import OpsRelationRepositoryInterface
 from dpcharmlibs.interfaces.models import ProviderCommonModel
 from dpcharmlibs.interfaces.types import ExtraSecretStr
 
+import v0_request
 from updown_charms.status import StateError
 
 logger = logging.getLogger(__name__)
@@ -88,14 +89,7 @@ class S3Connection(pydantic.BaseModel):
 
 def request(charm: ops.CharmBase, bucket: str) -> None:
     """The leader asks for credentials: `bucket` (1/stable publishes nothing before it) and the keys as secrets."""
-    if not charm.unit.is_leader():
-        return
-    for relation in charm.model.relations[S3_CREDENTIALS]:
-        repository = OpsRelationRepository(charm.model, relation, charm.app)
-        if repository.get_field("bucket") != bucket:
-            repository.write_field("bucket", bucket)
-        if repository.get_field("requested-secrets") != json.dumps(REQUESTED_SECRETS):
-            repository.write_field("requested-secrets", json.dumps(REQUESTED_SECRETS))
+    v0_request.request(charm, S3_CREDENTIALS, {"bucket": bucket}, REQUESTED_SECRETS)
 
 
 def connection(charm: ops.CharmBase) -> S3Connection | None:

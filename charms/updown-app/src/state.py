@@ -11,16 +11,16 @@ The library's v0 response model is adjusted where the real provider's data trips
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 
 import ops
 import pydantic
-from dpcharmlibs.interfaces import DataContractV0, OpsRelationRepository, OpsRelationRepositoryInterface, TlsSecretStr
+from dpcharmlibs.interfaces import DataContractV0, OpsRelationRepositoryInterface, TlsSecretStr
 
 import s3_integrator
+import v0_request
 import workload
 from models import AppConfig, AppState, CacheUnit, Database, Secrets, store_upstream
 from s3_integrator import S3_CREDENTIALS, S3Connection
@@ -181,14 +181,7 @@ def secrets(config: CharmConfig) -> Secrets:
 
 def request_database(charm: ops.CharmBase) -> None:
     """The leader asks for the database (v0 form: `database` and `requested-secrets` in the app databag)."""
-    if not charm.unit.is_leader():
-        return
-    for relation in charm.model.relations[DATABASE]:
-        repository = OpsRelationRepository(charm.model, relation, charm.app)
-        if repository.get_field("database") != DATABASE_NAME:
-            repository.write_field("database", DATABASE_NAME)
-        if repository.get_field("requested-secrets") != json.dumps(REQUESTED_SECRETS):
-            repository.write_field("requested-secrets", json.dumps(REQUESTED_SECRETS))
+    v0_request.request(charm, DATABASE, {"database": DATABASE_NAME}, REQUESTED_SECRETS)
 
 
 def database(charm: ops.CharmBase) -> Database:
