@@ -35,9 +35,14 @@ def make_ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     return cert, key
 
 
-def make_tls(common_name: str, dns: list[str], ips: list[str] = ()) -> tuple[str, str]:  # type: ignore[assignment]
-    """(leaf + CA PEM, leaf key PEM)."""
-    ca, ca_key = make_ca()
+def make_tls(
+    common_name: str,
+    dns: list[str],
+    ips: list[str] = (),  # type: ignore[assignment]
+    signer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+) -> tuple[str, str]:
+    """(leaf + CA PEM, leaf key PEM), signed by `signer` (a new CA when not given)."""
+    ca, ca_key = signer or make_ca()
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from scripts.throwaway_ca import make_ca
+from scripts.throwaway_ca import make_ca, make_tls
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC = "updown.example.com"
@@ -148,7 +148,7 @@ def world() -> Iterator[dict[str, Any]]:
     bridge.create()
     ca, ca_key = make_ca()
     ca_pem = ca.public_bytes(serialization.Encoding.PEM).decode()
-    chain, key = _leaf(ca, ca_key, SWIFT_HOST)
+    chain, key = make_tls(SWIFT_HOST, [SWIFT_HOST], signer=(ca, ca_key))
     apt = AptProxy(bridge.host, cache / "apt-cacher-ng", work / "apt-cacher-ng")
     fwd = Forwarder(bridge.host, work / "forward", pg_address(), swift_url(), chain + key)
     from concurrent.futures import ThreadPoolExecutor
@@ -178,35 +178,6 @@ def world() -> Iterator[dict[str, Any]]:
         bridge.delete()
         if os.environ.get("UPDOWN_DEPLOY_KEEP") != "1":
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _leaf(ca: Any, ca_key: Any, host: str) -> tuple[str, str]:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    ca_pem = ca.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return pem + ca_pem, key_pem
 
 
 @pytest.hookimpl(wrapper=True)
