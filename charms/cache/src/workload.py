@@ -765,8 +765,7 @@ def install(role: Role = Role.FRONTEND, layout: Layout | None = None) -> None:
     # The exporter's drop-in first: its package starts it at once, which would otherwise listen on every address
     # (the package's default) until the first config is applied.
     write_files(exporter_dropins(role, Telemetry(), layout or Layout()))
-    for argv in apt.commands(BACKEND_PACKAGES if role is Role.BACKEND else PACKAGES):
-        run(argv, env=apt.ENV, timeout=apt.TIMEOUT)
+    apt.install(BACKEND_PACKAGES if role is Role.BACKEND else PACKAGES, run)
 
 
 def check_configs(layout: Layout) -> None:

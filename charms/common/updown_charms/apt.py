@@ -11,7 +11,8 @@ would run); charmlibs-apt's package functions run apt-get themselves, without a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Callable, Sequence
 
 OPTIONS = (
     "-o",
@@ -34,3 +35,23 @@ def commands(packages: Sequence[str]) -> list[list[str]]:
         ["apt-get", *OPTIONS, "update", "-q"],
         ["apt-get", *OPTIONS, "install", "-y", "-q", "--no-install-recommends", *packages],
     ]
+
+
+def install(packages: Sequence[str], run: Callable[..., object]) -> None:
+    """Run `commands(packages)` with the charm's `run(argv, env=, timeout=)`. A command past its deadline fails
+    the hook with apt's last output (what it was waiting for: a download, a package's maintainer script)."""
+    for argv in commands(packages):
+        try:
+            run(argv, env=ENV, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            raise AptTimeout(argv, exc) from None
+
+
+class AptTimeout(RuntimeError):
+    def __init__(self, argv: Sequence[str], exc: subprocess.TimeoutExpired) -> None:
+        def text(out: bytes | str | None) -> str:
+            return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
+
+        tail = "\n".join((text(exc.stdout) + text(exc.stderr)).splitlines()[-15:])
+        command = " ".join([argv[0], *argv[-6:]])
+        super().__init__(f"{command} still running after {TIMEOUT:.0f} s; its last output:\n{tail}")

@@ -438,8 +438,7 @@ def run(argv: Sequence[str | Path], env: Mapping[str, str] | None = None, timeou
 
 
 def install_os() -> None:
-    for argv in apt.commands(APT_PACKAGES):
-        run(argv, env=apt.ENV, timeout=apt.TIMEOUT)
+    apt.install(APT_PACKAGES, run)
     try:
         run(["id", "-u", USER])
     except subprocess.CalledProcessError:
