@@ -67,6 +67,20 @@ def json_answer(
 
 
 class JsonErrorsProtocol(HttpToolsProtocol):
+    # Slots: added to uvicorn's ~30 attributes, these made every connection's __dict__ resize (1.5 KB each).
+    __slots__ = (
+        "_body_timer",
+        "_head_bytes",
+        "_head_timer",
+        "_header_count",
+        "_in_head",
+        "_last_read",
+        "_message_ended",
+        "_refused",
+        "_send_timer",
+        "limits",
+    )
+
     def __init__(
         self,
         config: Config,
