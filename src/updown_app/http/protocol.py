@@ -37,7 +37,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from updown_app.http.zerocopy import ZeroCopyCycle, extensions
+from updown_app.http.zerocopy import EXTENSIONS, ZeroCopyCycle
 from updown_app.settings import ConnectionLimits
 
 
@@ -173,7 +173,7 @@ class JsonErrorsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._header_count = 0
         if self.scheme == "http":  # sendfile writes plaintext: not under TLS
-            self.scope["extensions"] = extensions()
+            self.scope["extensions"] = EXTENSIONS
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)

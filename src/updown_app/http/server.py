@@ -26,7 +26,6 @@ import uvicorn
 
 from updown_app.http.app import create_app
 from updown_app.http.protocol import JsonErrorsProtocol
-from updown_app.http.tls import ensure_self_signed
 from updown_app.logs import setup_logging
 from updown_app.settings import Settings
 
@@ -220,6 +219,8 @@ def serve(settings: Settings) -> None:
         if settings.tls_cert and settings.tls_key:
             tls = (settings.tls_cert, settings.tls_key)
         else:
+            from updown_app.http.tls import ensure_self_signed  # cryptography (~8 MB): only to make a certificate
+
             tls = ensure_self_signed(settings.data_dir / "tls", [settings.public_host, settings.private_host])
     if settings.workers > 1:
         if settings.tls:

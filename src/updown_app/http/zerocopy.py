@@ -39,11 +39,9 @@ log = logging.getLogger("updown.download")
 # Bytes written through the transport when the socket is full, to be told when it drained. Small: it is held per
 # waiting connection (4 KiB was 4 MB of 1,000 slow downloads), and its size does not change how often it is needed.
 PROBE = 512
-
-
-def extensions() -> dict[str, dict[object, object]]:
-    """What a request's ``scope["extensions"]`` offers (a new dict: middleware may add to it)."""
-    return {ZEROCOPY: {}}
+# What a plain-HTTP request's ``scope["extensions"]`` offers: one dict for all requests (two new dicts each were
+# 0.5 MB over 1,000 connections); nothing in the app adds to it.
+EXTENSIONS: dict[str, dict[object, object]] = {ZEROCOPY: {}}
 
 
 class FileShorter(Exception):
@@ -75,6 +73,7 @@ async def send_file(transport: asyncio.Transport, flow: FlowControl, fd: int, of
                     raise FileShorter from None
                 transport.write(probe)
                 sent += len(probe)
+                del probe  # not held while the socket drains
                 continue
             except (BrokenPipeError, ConnectionResetError):
                 break

@@ -85,9 +85,11 @@ class ZeroCopyResponse(BodyResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The headers are not kept for the whole (maybe hours long) send: ~2 KB of objects per connection.
-        headers, self.raw_headers = self.raw_headers, []
+        start = {"type": "http.response.start", "status": self.status, "headers": self.raw_headers}
+        self.raw_headers = []
         try:
-            await send({"type": "http.response.start", "status": self.status, "headers": headers})
+            await send(start)
+            del start
             await send(
                 {"type": ZEROCOPY, "file": self.file.fd, "offset": self.offset, "count": self.count, "more_body": False}
             )
