@@ -24,6 +24,10 @@ DOWNLOADS = Counter(
 )
 BYTES_IN = Counter("updown_http_received_bytes_total", "Request body bytes received", ["route"])
 BYTES_OUT = Counter("updown_http_sent_bytes_total", "Response body bytes sent", ["route"])
+ZEROCOPY_BYTES = Counter(
+    "updown_zerocopy_sent_bytes_total",
+    "Response body bytes the kernel sent from local files (sendfile; plain HTTP, local store): part of sent_bytes",
+)
 UPLOAD_FAILURES = Counter("updown_upload_failures_total", "Uploads refused or abandoned", ["reason"])
 UPLOADED_BYTES = Counter("updown_uploaded_bytes_total", "Bytes of successful uploads")
 UPLOAD_SESSIONS_CREATED = Counter("updown_upload_sessions_created_total", "Resumable upload sessions created")

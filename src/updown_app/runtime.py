@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,7 +16,8 @@ from updown_app.auth.signed_requests import RequestVerifier
 from updown_app.auth.store_authorizer import build_authorizer
 from updown_app.caches.purge import CachePurger
 from updown_app.caches.units import CacheUnits
-from updown_app.index.repository import TIMESTAMP_PATH, SignedIndex
+from updown_app.index import layout
+from updown_app.index.layout import TIMESTAMP_PATH
 from updown_app.metadata.db import create_engine, migrate, session_factory
 from updown_app.metadata.repository import Repository
 from updown_app.metadata.upload_sessions import UploadSessions
@@ -29,6 +31,9 @@ from updown_app.storage import create_storage
 from updown_app.storage.base import Storage
 from updown_app.upstream.importer import Importer
 from updown_app.upstream.pull_through import PullThrough
+
+if TYPE_CHECKING:
+    from updown_app.index.repository import SignedIndex
 
 log = logging.getLogger("updown.runtime")
 
@@ -71,7 +76,9 @@ async def build_runtime(settings: Settings, authorizer: Authorizer | None = None
         await purger.purge([TIMESTAMP_PATH])
 
     index = None
-    if SignedIndex.configured(settings.index):
+    if layout.configured(settings.index):
+        from updown_app.index.repository import SignedIndex  # python-tuf and cryptography: only with an index
+
         index = SignedIndex(settings.index, repository.sessions, on_change=index_changed)
         if (await index.update()).changed:
             await index_changed()

@@ -234,3 +234,14 @@ def test_persistent_connection_serves_many_requests(server: ServerProcess, files
             ((status, headers, body),) = _read_all(sock, 1)
             assert status.endswith("206 Partial Content") and body == DATA[i : i + 100]
             assert headers.get("connection", "keep-alive") != "close"
+
+
+def test_tls_downloads_are_streamed_not_sent_from_the_file(server: ServerProcess, files: dict[str, Any]) -> None:
+    """sendfile would put plaintext on a TLS connection: over HTTPS the body is streamed (the zero-copy path of
+    plain HTTP is test_zerocopy.py), whole and ranged."""
+    assert get(server, "/dl/7/big.bin").content == DATA
+    r = get(server, "/dl/7/big.bin", range="bytes=1048570-2097160")
+    assert r.status_code == 206 and r.content == DATA[1048570:2097161]
+    metrics = get(server, "/metrics").text
+    assert "updown_zerocopy_sent_bytes_total 0.0" in metrics
+    assert 'updown_http_sent_bytes_total{route="/{package}/{revision}/{filename}"}' in metrics

@@ -24,7 +24,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import httpx
-import jwt
 
 from updown_app.auth.cache import SingleFlight, TtlCache
 from updown_app.auth.private import Principal
@@ -254,6 +253,8 @@ class JwtValidator:
         self.jwks = JwksCache(settings, sso.timeout, http, clock)
 
     async def validate(self, token: str) -> Principal:
+        import jwt  # PyJWT loads cryptography (~8 MB): only into a process whose SSO issues JWTs
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:

@@ -18,22 +18,13 @@ import argparse
 import json
 from pathlib import Path
 
-from updown_app.index.keys import (
-    ONLINE_ROLES,
-    IndexKeyError,
-    generate,
-    load_key_file,
-    new_root,
-    private_pem,
-    replace_secret,
-    root_versions,
-    signer_from_pem,
-    write_secret,
-)
+from updown_app.index.layout import ONLINE_ROLES
 
 
 def _root_summary(root_dir: Path) -> dict[str, object]:
     from tuf.api.metadata import Metadata, Root
+
+    from updown_app.index.keys import root_versions  # tuf, cryptography: when a command runs
 
     versions = root_versions(root_dir)
     version, data = versions[-1]
@@ -46,6 +37,13 @@ def _root_summary(root_dir: Path) -> dict[str, object]:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from updown_app.index.keys import (  # tuf, cryptography: when a command runs
+        generate,
+        new_root,
+        private_pem,
+        write_secret,
+    )
+
     root_dir: Path = args.root_dir
     for path in (args.root_key, args.online_keys):
         if path.exists():
@@ -65,6 +63,18 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     from tuf.api.metadata import Metadata, Root
+
+    from updown_app.index.keys import (  # tuf, cryptography: when a command runs
+        IndexKeyError,
+        generate,
+        load_key_file,
+        new_root,
+        private_pem,
+        replace_secret,
+        root_versions,
+        signer_from_pem,
+        write_secret,
+    )
 
     root_dir: Path = args.root_dir
     try:
@@ -106,6 +116,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from updown_app.index.keys import IndexKeyError  # tuf, cryptography: when a command runs
+
     try:
         print(json.dumps(_root_summary(args.root_dir), indent=2))
     except IndexKeyError as exc:

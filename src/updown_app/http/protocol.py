@@ -12,7 +12,9 @@ What it adds, per connection (``ConnectionLimits``, ``[limits]`` in the settings
 - a send timeout: a client that accepts no byte of a response for that long is closed (a slow reader is fine);
 - the idle time between requests (uvicorn's keep-alive timeout);
 - a cap on connections per process: ``503`` with ``Retry-After``, in JSON (uvicorn's ``limit_concurrency``
-  answers ``text/plain`` and only once a request's headers are in).
+  answers ``text/plain`` and only once a request's headers are in);
+- on plain HTTP, the ASGI zero-copy extension: a download's body sent by the kernel from the stored file
+  (``zerocopy.py``), under the same flow control and send timeout.
 
 The parser's own ``400`` (a malformed request line or header, a bad chunk size) is JSON too. What no HTTP server
 can answer in JSON: a TLS handshake that fails or times out (there is no HTTP yet, see server.py), and a
@@ -35,6 +37,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from updown_app.http.zerocopy import EXTENSIONS, ZeroCopyCycle
 from updown_app.settings import ConnectionLimits
 
 
@@ -64,6 +67,20 @@ def json_answer(
 
 
 class JsonErrorsProtocol(HttpToolsProtocol):
+    # Slots: added to uvicorn's ~30 attributes, these made every connection's __dict__ resize (1.5 KB each).
+    __slots__ = (
+        "_body_timer",
+        "_head_bytes",
+        "_head_timer",
+        "_header_count",
+        "_in_head",
+        "_last_read",
+        "_message_ended",
+        "_refused",
+        "_send_timer",
+        "limits",
+    )
+
     def __init__(
         self,
         config: Config,
@@ -155,6 +172,8 @@ class JsonErrorsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._header_count = 0
+        if self.scheme == "http":  # sendfile writes plaintext: not under TLS
+            self.scope["extensions"] = EXTENSIONS
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -178,6 +197,11 @@ class JsonErrorsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope and "extensions" in self.scope:
+            # uvicorn builds its cycle inline, with no hook for another class; the subclass adds only a message type
+            # to send() (no state), and its task has not started yet.
+            cycle.__class__ = ZeroCopyCycle
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

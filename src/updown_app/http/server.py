@@ -16,6 +16,7 @@ import secrets
 import shlex
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -25,7 +26,6 @@ import uvicorn
 
 from updown_app.http.app import create_app
 from updown_app.http.protocol import JsonErrorsProtocol
-from updown_app.http.tls import ensure_self_signed
 from updown_app.logs import setup_logging
 from updown_app.settings import Settings
 
@@ -70,6 +70,7 @@ def _config(
         port=port,
         loop="uvloop",
         http=protocol(settings),
+        ws="none",  # no WebSocket routes: not even importing a WebSocket library
         lifespan=lifespan,
         proxy_headers=False,  # ours is configured from trusted_proxies, never uvicorn's default trust of loopback
         server_header=False,
@@ -196,6 +197,19 @@ async def _serve(settings: Settings, tls: tuple[Path, Path] | None) -> None:
     await asyncio.gather(*tasks[1:], return_exceptions=True)
 
 
+def migrate_in_child(settings: Settings) -> None:
+    """``auto_migrate`` for ``updown serve``: the migrations run in a child process (``updown db upgrade`` on this
+    very database), so alembic, mako and pygments (~13 MB that a process never gives back) are not kept by the
+    server for its whole life. The app then starts without migrating."""
+    env = {**os.environ, "UPDOWN_DATABASE_URL": settings.resolved_database_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "updown_app", "db", "upgrade"], env=env, stdout=subprocess.DEVNULL, check=False
+    )
+    if done.returncode != 0:
+        sys.exit(f"updown: the database migration failed (exit status {done.returncode})")
+    settings.auto_migrate = False
+
+
 def serve(settings: Settings) -> None:
     setup_logging(settings.log_level)
     raise_open_files_limit(settings.limits.max_connections + 256)  # + the database, store and cache connections
@@ -205,6 +219,8 @@ def serve(settings: Settings) -> None:
         if settings.tls_cert and settings.tls_key:
             tls = (settings.tls_cert, settings.tls_key)
         else:
+            from updown_app.http.tls import ensure_self_signed  # cryptography (~8 MB): only to make a certificate
+
             tls = ensure_self_signed(settings.data_dir / "tls", [settings.public_host, settings.private_host])
     if settings.workers > 1:
         if settings.tls:
@@ -229,6 +245,8 @@ def serve(settings: Settings) -> None:
         file=sys.stderr,
         flush=True,
     )
+    if settings.auto_migrate:
+        migrate_in_child(settings)
     import uvloop
 
     uvloop.run(_serve(settings, tls))

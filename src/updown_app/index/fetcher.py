@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 from tuf.api import exceptions
 from tuf.ngclient import FetcherInterface
 
-CHUNK = 1024 * 1024
+from updown_app.index.client import CHUNK, http_client
 
-
-def http_client(ca_bundle: Path | str | None = None, timeout: float = 30.0) -> httpx.Client:
-    verify: ssl.SSLContext | bool = True
-    if ca_bundle is not None:
-        verify = ssl.create_default_context(cafile=str(ca_bundle))
-    return httpx.Client(
-        verify=verify,
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-        headers={"user-agent": "updown-mirror"},
-        trust_env=False,
-    )
+__all__ = ["CHUNK", "HttpxFetcher", "http_client"]
 
 
 class HttpxFetcher(FetcherInterface):

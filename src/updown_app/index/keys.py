@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner, Signer
 from tuf.api.metadata import Metadata, Role, Root
 
-ONLINE_ROLES = ("targets", "snapshot", "timestamp")
+from updown_app.index.layout import ONLINE_ROLES
+
 ROOT_NAME_SUFFIX = ".root.json"
 
 

@@ -38,14 +38,12 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from updown_app.index import layout
 from updown_app.index.keys import load_signers, root_versions, signers_for
 from updown_app.metadata.models import File, FileChannel, FileState, IndexMetadata, Visibility
 from updown_app.metrics import INDEX_VERSIONS
 from updown_app.settings import IndexSettings
 
-# Where the metadata is served (``http/handlers/index.py``); ``/-/`` cannot be a package name.
-METADATA_PREFIX = "/-/tuf/metadata/"
-TIMESTAMP_PATH = METADATA_PREFIX + "timestamp.json"
 log = logging.getLogger("updown.index")
 TIMESTAMPS_KEPT = 10  # older timestamps are never served; a few are kept for the record
 _SERIALIZER = JSONSerializer(compact=True)
@@ -90,9 +88,7 @@ class SignedIndex:
         # Run after the background refresh wrote new metadata (the cache purge of timestamp.json).
         self.on_change = on_change  # after a background re-signing changed the timestamp
 
-    @staticmethod
-    def configured(settings: IndexSettings) -> bool:
-        return settings.root_dir is not None and settings.keys_file is not None
+    configured = staticmethod(layout.configured)
 
     # Reading ---------------------------------------------------------------------------------------------------
 

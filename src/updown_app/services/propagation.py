@@ -7,12 +7,17 @@ changed). All before the change is answered; the catalog runs each and reports a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from updown_app.caches.purge import CachePurger, latest_ban_regex
 from updown_app.core.names import download_path
-from updown_app.index.repository import TIMESTAMP_PATH, SignedIndex
+from updown_app.index.layout import TIMESTAMP_PATH
 from updown_app.metadata.models import FileState, Visibility
 from updown_app.metadata.repository import StateChange
 from updown_app.services.catalog import Subscriber
+
+if TYPE_CHECKING:
+    from updown_app.index.repository import SignedIndex
 
 
 def subscribers(purger: CachePurger, index: SignedIndex | None) -> tuple[Subscriber, ...]:

@@ -4,6 +4,8 @@
   once the whole body arrived and matched: object stores check the MD5 themselves (Swift ``ETag``, S3
   ``Content-MD5``), the local backend checks it before its rename. If the stream raises, nothing is left behind.
 - ``get`` streams a byte range; backends fetch the range, they never slice a whole object in memory.
+- ``open_file`` (local directory only) hands out the object's file descriptor, so a plain-HTTP download can be sent
+  by the kernel (``sendfile``) instead of being read into the process.
 - Parts (resumable uploads): ``put_part`` stores one bounded buffer under its own key and returns its MD5 (the
   store checks it on receipt); ``assemble`` turns the parts, in order, into one object: the default re-streams
   them through ``put`` (the caller's verifying stream), Swift writes an SLO manifest over them instead.
@@ -48,6 +50,16 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class LocalFile:
+    """A stored object open as a file of this host, for the kernel to send (``sendfile``) without the bytes passing
+    through Python. ``size`` is the file's at opening (fstat); the caller compares it with the record's and closes
+    ``fd``."""
+
+    fd: int
+    size: int
+
+
+@dataclass(frozen=True)
 class PartInfo:
     key: str
     size: int
@@ -78,6 +90,11 @@ class Storage(abc.ABC):
 
         Implemented as an async generator; a consumer may ``asend`` the size it wants next (a hint that backends
         whose chunking is set by the network ignore)."""
+
+    def open_file(self, key: str) -> LocalFile | None:
+        """The object as an open local file (``KeyError`` when missing), or None where objects are not files of
+        this host (object stores): the caller then streams it with ``get``."""
+        return None
 
     @abc.abstractmethod
     async def head(self, key: str) -> ObjectInfo | None:

@@ -5,7 +5,8 @@ size and MD5 matched, so readers never see a partial object. Writes and large re
 pool, one hop per chunk; small reads (a whole object up to 256 KiB, or a 64 KiB piece) are done inline on the
 event loop, because a thread hand-off costs more than a page-cache read that size and dominated small-file
 throughput. ``get`` starts with a 64 KiB read and then reads what the consumer asks for through ``asend`` (the
-download response sizes reads to the client's pace), or ``chunk_size`` by default.
+download response sizes reads to the client's pace), or ``chunk_size`` by default. ``open_file`` gives the object's
+file descriptor to a plain-HTTP download, which the server then sends with ``sendfile`` (``http/zerocopy.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 from updown_app.storage.base import (
+    LocalFile,
     ObjectInfo,
     Storage,
     StorageError,
@@ -87,13 +89,22 @@ class LocalStorage(Storage):
             tmp.unlink(missing_ok=True)
             raise
 
-    async def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, int | None]:
+    def open_file(self, key: str) -> LocalFile:
         try:
             fd = os.open(self._file(key), os.O_RDONLY)
         except FileNotFoundError:
             raise KeyError(key) from None
         try:
-            remaining = os.fstat(fd).st_size - offset if length is None else length
+            return LocalFile(fd, os.fstat(fd).st_size)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    async def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncGenerator[bytes, int | None]:
+        local = self.open_file(key)
+        fd = local.fd
+        try:
+            remaining = local.size - offset if length is None else length
             if remaining <= INLINE_READ_MAX:
                 data = os.pread(fd, remaining, offset)
                 if len(data) != remaining:

@@ -34,7 +34,7 @@ from uhashring import HashRing
 from updown_app.caches.units import CacheUnits
 from updown_app.metrics import READ_CACHE_BREAKER_OPENS, READ_CACHE_FALLBACKS, READ_CACHE_READS
 from updown_app.settings import Settings
-from updown_app.storage.base import Storage, StorageError
+from updown_app.storage.base import LocalFile, Storage, StorageError
 from updown_app.storage.breaker import CircuitBreaker
 from updown_app.storage.wrapper import StorageWrapper
 
@@ -145,6 +145,10 @@ class ReadCacheStorage(StorageWrapper):
         return None if self.ring is None else str(self.ring.get_node(key))
 
     # Reads ---------------------------------------------------------------------------------------------------
+
+    def open_file(self, key: str) -> LocalFile | None:
+        """Never a local file: reads go through the backend cache units (``get``)."""
+        return None
 
     async def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         if length == 0:

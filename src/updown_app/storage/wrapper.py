@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from updown_app.storage.base import ObjectInfo, PartInfo, Storage
+from updown_app.storage.base import LocalFile, ObjectInfo, PartInfo, Storage
 
 
 class StorageWrapper(Storage):
@@ -18,6 +18,9 @@ class StorageWrapper(Storage):
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         return self.inner.get(key, offset, length)
+
+    def open_file(self, key: str) -> LocalFile | None:
+        return self.inner.open_file(key)
 
     async def head(self, key: str) -> ObjectInfo | None:
         return await self.inner.head(key)

@@ -15,21 +15,23 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import httpx
-from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import TargetFile
-from tuf.ngclient import Updater, UpdaterConfig
 
 from updown_app.core.digests import Declared, DigestMismatchError
 from updown_app.core.errors import Conflict, InvalidInput
 from updown_app.core.names import PACKAGE_RE, REVISION_RE, check_filename, parse_channels
-from updown_app.index.fetcher import CHUNK, HttpxFetcher, http_client
+from updown_app.index.client import CHUNK, http_client
 from updown_app.metadata.models import File, FileState, Visibility
 from updown_app.services.catalog import Catalog
 from updown_app.services.ingest import Content, Ingest, StreamContent
 from updown_app.services.upload_fields import UploadFields
+
+if TYPE_CHECKING:  # python-tuf (and cryptography, ~10 MB) is loaded only where an upstream index is read
+    from tuf.api.metadata import TargetFile
+    from tuf.ngclient import Updater
 
 log = logging.getLogger("updown.upstream")
 IMPORT_KEY_ID = "mirror"  # who the history of an imported file names
@@ -54,6 +56,8 @@ class UpstreamFailure(Exception):
 
 def refusal_reason(exc: Exception) -> str:
     """A short name for why the upstream's metadata was not accepted (for summaries and metrics)."""
+    from tuf.api import exceptions as tuf_errors
+
     if isinstance(exc, tuf_errors.DownloadHTTPError):
         return "upstream_error"
     if isinstance(exc, tuf_errors.DownloadLengthMismatchError | tuf_errors.LengthOrHashMismatchError):
@@ -124,6 +128,10 @@ class UpstreamIndex:
         Raises python-tuf's errors: bad signatures, expired metadata, rollbacks, unreachable upstream. The
         metadata directory keeps what was last trusted, so a later rollback is refused across runs too.
         """
+        from tuf.ngclient import Updater, UpdaterConfig
+
+        from updown_app.index.fetcher import HttpxFetcher
+
         updater = Updater(
             str(self.metadata_dir),
             f"{self.base_url}/-/tuf/metadata/",
@@ -160,6 +168,8 @@ class UpstreamIndex:
     def download(self, info: TargetFile) -> Path:
         """Download a target to a partial file, resuming what an earlier run left, then verify its length and
         hashes against the signed metadata; RefusedError (and the partial file removed) when they differ."""
+        from tuf.api import exceptions as tuf_errors
+
         sha256 = info.hashes["sha256"]
         partial = self.partial_dir / sha256
         have = partial.stat().st_size if partial.exists() else 0

@@ -20,14 +20,13 @@ import base64
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from tuf.api.metadata import TargetFile
 
 from updown_app.core.digests import Declared, DigestMismatchError, Digests
 from updown_app.core.errors import DomainError, NotFound, Unavailable, UpstreamFailed
-from updown_app.index.fetcher import CHUNK
+from updown_app.index.client import CHUNK
 from updown_app.metrics import PULL_THROUGH
 from updown_app.services.catalog import Catalog
 from updown_app.services.ingest import Content, KnownContent, StreamContent
@@ -41,6 +40,9 @@ from updown_app.upstream.importer import (
     split_target,
     state_dir_for,
 )
+
+if TYPE_CHECKING:
+    from tuf.api.metadata import TargetFile
 
 log = logging.getLogger("updown.pull_through")
 PULL_KEY_ID = "pull-through"

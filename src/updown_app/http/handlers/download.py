@@ -8,6 +8,7 @@ before looking anything up, and whether they may have the file after.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncGenerator
 from typing import cast
 
@@ -20,7 +21,7 @@ from updown_app.http.middleware.host import hostname
 from updown_app.http.state import ctx
 from updown_app.http.wire import ranges
 from updown_app.http.wire.headers import PRIVATE_CACHE, file_headers
-from updown_app.http.wire.streaming import ObjectResponse
+from updown_app.http.wire.streaming import BodyResponse, ObjectResponse, ZeroCopyResponse, zerocopy_offered
 from updown_app.metadata.models import File
 from updown_app.runtime import Runtime
 from updown_app.storage.base import StorageError, StorageUnavailableError
@@ -55,7 +56,7 @@ async def find_file(context: Runtime, request: Request) -> tuple[File, bool]:
     raise _NOT_FOUND
 
 
-async def download(request: Request) -> Response | ObjectResponse:
+async def download(request: Request) -> Response | BodyResponse:
     context = ctx(request)
     try:
         file, private = await find_file(context, request)
@@ -71,7 +72,7 @@ async def download(request: Request) -> Response | ObjectResponse:
     return await respond(context, request, file, private)
 
 
-async def _pull(context: Runtime, request: Request) -> Response | ObjectResponse:
+async def _pull(context: Runtime, request: Request) -> Response | BodyResponse:
     """A public file missing here, fetched, verified and stored from the upstream (``upstream/pull_through.py``),
     then answered as any stored file (404 if it could not be imported)."""
     assert context.pull_through is not None
@@ -83,7 +84,7 @@ async def _pull(context: Runtime, request: Request) -> Response | ObjectResponse
     return await respond(context, request, file, private)
 
 
-async def respond(context: Runtime, request: Request, file: File, private: bool) -> Response | ObjectResponse:
+async def respond(context: Runtime, request: Request, file: File, private: bool) -> Response | BodyResponse:
     headers = file_headers(file, private)
     decision = ranges.evaluate(
         request.method,
@@ -113,6 +114,18 @@ async def respond(context: Runtime, request: Request, file: File, private: bool)
     headers["content-length"] = str(length)
     if request.method == "HEAD" or length == 0:
         return Response(status_code=status, headers=headers)
+    if zerocopy_offered(request.scope):
+        try:
+            local = context.storage.open_file(file.object_key)
+        except KeyError:
+            return _unreadable(file)
+        if local is not None:
+            # The file must be the stored object: one replaced or truncated underneath is refused here, and one cut
+            # short during the send closes the connection (the server checks what sendfile returned).
+            if local.size != file.size:
+                os.close(local.fd)
+                return _unreadable(file, local.size)
+            return ZeroCopyResponse(status, headers, local, offset, length)
     stream = cast(AsyncGenerator[bytes, int | None], context.storage.get(file.object_key, offset, length))
     try:
         # Fetch the first chunk before answering, so a missing object or an unreachable store is a clean error.
@@ -122,9 +135,16 @@ async def respond(context: Runtime, request: Request, file: File, private: bool)
         return ApiError.of(exc).response()
     except (KeyError, StorageError, StopAsyncIteration):
         await stream.aclose()
-        log.error("stored object unreadable", extra={"file_id": file.id, "object_key": file.object_key})
-        return error_response(500, "object_missing", "the stored object for this file cannot be read")
+        return _unreadable(file)
     if len(first) >= length:
         await stream.aclose()
         return ObjectResponse(status, headers, first, None)
     return ObjectResponse(status, headers, first, stream, max_read=context.settings.chunk_size)
+
+
+def _unreadable(file: File, found_size: int | None = None) -> Response:
+    extra: dict[str, object] = {"file_id": file.id, "object_key": file.object_key}
+    if found_size is not None:
+        extra.update(size=file.size, found_size=found_size)
+    log.error("stored object unreadable", extra=extra)
+    return error_response(500, "object_missing", "the stored object for this file cannot be read")

@@ -21,7 +21,7 @@ from updown_app.http.handlers.download import request_host, respond
 from updown_app.http.handlers.files import signed_fields
 from updown_app.http.state import ctx
 from updown_app.http.wire.headers import PRIVATE_CACHE
-from updown_app.http.wire.streaming import ObjectResponse
+from updown_app.http.wire.streaming import BodyResponse
 
 log = logging.getLogger("updown.links")
 MAX_USER_LENGTH = 255
@@ -32,7 +32,7 @@ def link_signer(request: Request) -> LinkSigner | None:
     return ctx(request).link_signer
 
 
-async def download(request: Request) -> Response | ObjectResponse:
+async def download(request: Request) -> Response | BodyResponse:
     context = ctx(request)
     token = request.path_params["token"]
     # The access log writes scope["path"] after the response: keep the capability out of it.
@@ -58,7 +58,7 @@ async def download(request: Request) -> Response | ObjectResponse:
         return error_response(403, "invalid_link", "the download link is for another file", private_headers)
     response = await respond(context, request, file, True)
     # A capability URL must not travel on in a Referer header.
-    if isinstance(response, ObjectResponse):
+    if isinstance(response, BodyResponse):
         response.raw_headers.append((b"referrer-policy", b"no-referrer"))
     else:
         response.headers["referrer-policy"] = "no-referrer"

@@ -19,6 +19,7 @@ from updown_app.auth.links import redacted_path  # link tokens never reach the l
 from updown_app.http.errors import error_response
 from updown_app.http.middleware.host import hostname
 from updown_app.http.state import ctx
+from updown_app.http.wire.streaming import ZEROCOPY
 from updown_app.metrics import BYTES_IN, BYTES_OUT, DOWNLOADS, DURATION, REQUESTS
 
 access_log = logging.getLogger("updown.access")
@@ -76,6 +77,8 @@ class MetricsMiddleware:
                 status = message["status"]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
+            elif message["type"] == ZEROCOPY:  # the server sends the file's bytes (http/zerocopy.py)
+                sent += message["count"]
             await send(message)
 
         try:

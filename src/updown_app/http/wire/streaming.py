@@ -1,4 +1,12 @@
-"""An ASGI response that streams an object from storage with bounded memory per connection.
+"""The ASGI responses of a stored object's body: sent by the server from a local file (zero-copy), or streamed from
+storage with bounded memory per connection.
+
+Zero-copy: where the server advertises the ASGI zero-copy extension (``scope["extensions"]["http.response.zerocopy"]``:
+our protocol on plain HTTP, ``http/zerocopy.py``) and the store has the object as a local file, the response hands
+the server the file descriptor with the range's offset and count, and the kernel sends the bytes (``sendfile``):
+nothing of the body passes through Python, a slow client costs no buffer, and no disconnect watcher is needed (the
+server stops the send itself). Elsewhere (TLS, another ASGI server, an object store, tests through an in-process
+transport) the body is streamed:
 
 Memory: each read is sized to what the client drains, not to a fixed chunk. A response probes with 32 KiB reads
 for its first 256 KiB, then doubles the read size per chunk up to the storage chunk size, never beyond ~50 ms
@@ -18,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, Mapping
 
 from starlette.types import Receive, Scope, Send
 
-from updown_app.storage.base import StorageError
+from updown_app.storage.base import LocalFile, StorageError
 
 log = logging.getLogger("updown.download")
 
@@ -31,6 +40,12 @@ MIN_READ = 32 * 1024
 SLICE = 32 * 1024
 PROBE_BYTES = 256 * 1024
 BUFFER_SECONDS = 0.05
+ZEROCOPY = "http.response.zerocopy"  # the ASGI extension and its message type
+
+
+def zerocopy_offered(scope: Scope) -> bool:
+    """Whether the server sends a file descriptor's bytes itself (the ASGI zero-copy extension)."""
+    return ZEROCOPY in (scope.get("extensions") or ())
 
 
 def next_read_size(sent: int, last_bytes: int, last_seconds: float, max_read: int) -> int:
@@ -48,7 +63,41 @@ class BodyBrokeOff(Exception):
     already_logged = True  # read by the app's last-resort handler and by logs.setup_logging's filter
 
 
-class ObjectResponse:
+class BodyResponse:
+    """A download's status and headers; subclasses send the body."""
+
+    def __init__(self, status: int, headers: Mapping[str, str]) -> None:
+        self.status = status
+        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class ZeroCopyResponse(BodyResponse):
+    """``count`` bytes of ``file`` from ``offset``, sent by the server; the file is closed when the send is over."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], file: LocalFile, offset: int, count: int) -> None:
+        super().__init__(status, headers)
+        self.file = file
+        self.offset = offset
+        self.count = count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The headers are not kept for the whole (maybe hours long) send: ~2 KB of objects per connection.
+        start = {"type": "http.response.start", "status": self.status, "headers": self.raw_headers}
+        self.raw_headers = []
+        try:
+            await send(start)
+            del start
+            await send(
+                {"type": ZEROCOPY, "file": self.file.fd, "offset": self.offset, "count": self.count, "more_body": False}
+            )
+        finally:
+            os.close(self.file.fd)
+
+
+class ObjectResponse(BodyResponse):
     def __init__(
         self,
         status: int,
@@ -57,8 +106,7 @@ class ObjectResponse:
         rest: AsyncGenerator[bytes, int | None] | None,
         max_read: int = 1024 * 1024,
     ) -> None:
-        self.status = status
-        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        super().__init__(status, headers)
         self.first = first
         self.rest = rest
         self.max_read = max_read
