@@ -27,7 +27,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path[:0] = [str(HERE), str(ROOT / "charms" / "cache" / "src")]
+sys.path[:0] = [str(HERE), str(ROOT / "charms" / "cache" / "src"), str(ROOT / "charms" / "common")]
 
 from summarize import fmt_lat, fmt_num, fmt_ratio, load, ratio, summarize_downloads  # noqa: E402
 
@@ -35,7 +35,8 @@ import workload  # noqa: E402
 from models import CacheState, RingMember, TLSMaterial  # noqa: E402
 from updown_app.client import UpdownClient  # noqa: E402
 
-TARGET = 0.8
+# cache hit ÷ nginx behind the same HAProxy: 4 KiB from the performance issue, 100 MiB from the caching tier's
+TARGET = {"f4k.bin": 0.9, "f100m.bin": 0.8}
 BEGIN, END = "<!-- cache-results:begin -->", "<!-- cache-results:end -->"
 LABEL = {"f4k.bin": "4 KiB", "f1m.bin": "1 MiB", "f100m.bin": "100 MiB"}
 
@@ -229,13 +230,14 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
     miss = sum(h.get("miss", 0) for h in split)
     hit_ratio = hit / (hit + miss) if hit + miss else None
 
-    def check(name: str, value: float | None) -> str:
-        mark = "n/a" if value is None else ("PASS" if value >= TARGET else "FAIL")
-        return f"- **{mark}** {name}: {fmt_ratio(value)} (target ≥ {TARGET}×)"
+    def check(name: str, file: str) -> str:
+        value, target = ratios.get(file), TARGET[file]
+        mark = "n/a" if value is None else ("PASS" if value >= target else "FAIL")
+        return f"- **{mark}** {name}: {fmt_ratio(value)} (target ≥ {target}×)"
 
     results = [
-        check("4 KiB req/s (c16), cache hit ÷ nginx", ratios.get("f4k.bin")),
-        check("100 MiB MB/s (c4), cache hit ÷ nginx", ratios.get("f100m.bin")),
+        check("4 KiB req/s (c16), cache hit ÷ nginx", "f4k.bin"),
+        check("100 MiB MB/s (c4), cache hit ÷ nginx", "f100m.bin"),
         "- server CPU cost ratio (the nginx side's server CPU per request ÷ the stack's, i.e. the throughput ratio "
         "with the server core to themselves): 4 KiB "
         + fmt_ratio(cost_ratio(cost, "f4k.bin", 16))
