@@ -112,7 +112,9 @@ def publish(env_file: str, files_dir: str, docroot: str, package: str) -> int:
     return 0
 
 
-def haproxy(run: str, out_dir: str, nginx_port: int, http_port: int, https_port: int, cache_port: int) -> int:
+def haproxy(
+    run: str, out_dir: str, nginx_port: int, http_port: int, https_port: int, cache_port: int, metrics_port: int
+) -> int:
     """The frontend unit's HAProxy config, as the stack renders it for unit 0, with nginx as the only ring member:
     same TLS material, same origins and checks; only the ring and the listening ports differ."""
     stack = Path(run)
@@ -126,12 +128,17 @@ def haproxy(run: str, out_dir: str, nginx_port: int, http_port: int, https_port:
             ),
             "ring": (RingMember(unit_name="nginx-static/0", address="127.0.0.1", port=nginx_port),),
             "tls": tls,
+            "telemetry": unit0.telemetry.model_copy(update={"haproxy": metrics_port}),
         }
     )
     state = CacheState.model_validate(state.model_dump())  # re-validate the edited copy
     layout = workload.Layout.under(Path(out_dir))
     workload.write_files(
-        {layout.haproxy_cfg: workload.render_haproxy(state, layout), layout.tls_pem: tls.as_haproxy_pem()},
+        {
+            layout.haproxy_cfg: workload.render_haproxy(state, layout),
+            layout.tls_pem: tls.as_haproxy_pem(),
+            layout.tls_metrics: workload.render_tls_metrics(tls),  # its metrics frontend serves it
+        },
         private=frozenset({layout.tls_pem}),
     )
     layout.haproxy_socket.parent.mkdir(parents=True, exist_ok=True)
@@ -313,7 +320,7 @@ def main() -> int:
     h = sub.add_parser("haproxy")
     h.add_argument("run")
     h.add_argument("dir")
-    for name in ("nginx_port", "http_port", "https_port", "cache_port"):
+    for name in ("nginx_port", "http_port", "https_port", "cache_port", "metrics_port"):
         h.add_argument(name, type=int)
     s = sub.add_parser("summary")
     s.add_argument("results")
@@ -323,7 +330,7 @@ def main() -> int:
     if a.cmd == "publish":
         return publish(a.env_file, a.files_dir, a.docroot, a.package)
     if a.cmd == "haproxy":
-        return haproxy(a.run, a.dir, a.nginx_port, a.http_port, a.https_port, a.cache_port)
+        return haproxy(a.run, a.dir, a.nginx_port, a.http_port, a.https_port, a.cache_port, a.metrics_port)
     return summary(a.results, a.command, a.readme)
 
 

@@ -7,7 +7,7 @@
 #   QUICK=1 benchmarks/cache_bench.sh    # smoke (DUR=3s REPS=1), ~2 min
 #
 # Knobs (environment): DUR REPS WARM (wrk), SRV_CPU=0 CLI_CPU=1, PORT_BASE (default 24000: the stack takes
-#   PORT_BASE..+50, its own PostgreSQL +55, the nginx side's HAProxy +60..+62), BENCH_DIR (default: a new temp dir,
+#   PORT_BASE..+50, its own PostgreSQL +55, the nginx side's HAProxy +60..+63), BENCH_DIR (default: a new temp dir,
 #   removed at the end unless KEEP=1), RESULTS (default benchmarks/results/<UTC time>), VENV (default .venv),
 #   UPDATE_README=1 (write the report into benchmarks/README.md). Swift is reused when UPDOWN_TEST_SWIFT_URL is set.
 # See "Caching tier" in benchmarks/README.md for the method.
@@ -64,7 +64,7 @@ if [ ${#need[@]} -gt 0 ]; then
     || die "apt-get install failed"
 fi
 [ -x "$PY" ] && "$PY" -c 'import updown_app.client' 2>/dev/null || die "no updown venv at $VENV (python3 -m venv .venv && .venv/bin/pip install -e .)"
-for p in $(seq "$PORT_BASE" $((PORT_BASE + 62))); do
+for p in $(seq "$PORT_BASE" $((PORT_BASE + 63))); do
   (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && die "port $p is in use: choose another PORT_BASE"
 done
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -89,7 +89,7 @@ FRONTENDS=("$FRONTEND_0" "$FRONTEND_1")
 start_nginx || die "nginx did not start"
 NGX_HTTP=$((PORT_BASE + 60)); NGX_HTTPS=$((PORT_BASE + 61))
 cfg=$("$PY" "$HERE/cache_bench.py" haproxy "$STACK" "$BENCH_DIR/nginx-side" "$NGINX_PORT" "$NGX_HTTP" "$NGX_HTTPS" \
-        $((PORT_BASE + 62))) || die "rendering the nginx side's haproxy.cfg failed"
+        $((PORT_BASE + 62)) $((PORT_BASE + 63))) || die "rendering the nginx side's haproxy.cfg failed"
 cp "$cfg" "$RESULTS/haproxy-nginx-side.cfg"; cp "$STACK/unit0/etc/haproxy/haproxy.cfg" "$RESULTS/haproxy-unit0.cfg"
 # started exactly as the stack starts its HAProxy (same binary, flags, unpinned at start so the same thread count)
 haproxy -D -p "$BENCH_DIR/run/haproxy-nginx.pid" -f "$cfg" || die "haproxy (nginx side) did not start"
