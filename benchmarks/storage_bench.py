@@ -7,7 +7,7 @@ against Swift with python-swiftclient, in the same run, on the same Swift.
 Both sides move the same bytes over plain HTTP on loopback in 1 MiB pieces, one transfer at a time; digests are
 computed before the clock starts on both sides (swiftclient needs the MD5 for its ETag, updown's client the signed
 digests). Every upload has new content, since updown stores identical content once. Reports the median time of
-each case, updown/direct ratios (the target: at most 1.15 for 100 MiB) and the app's peak RSS (VmHWM).
+each case, updown/direct ratios (the target: at most 1.2 for a 100 MiB upload) and the app's peak RSS (VmHWM).
 """
 
 from __future__ import annotations
@@ -262,6 +262,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+UPLOAD_TARGET = 1.2  # the performance issue's: updown's upload to Swift at most 1.2 times python-swiftclient's
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "| size | reps | upload updown | upload direct | ratio | download updown | download direct | ratio |",
@@ -280,7 +283,14 @@ def markdown(results: dict[str, Any]) -> str:
             f"\nupdown process CPU per {c['size_mib']} MiB transfer: upload {c['app_cpu_up_s']:.2f} s, "
             f"download {c['app_cpu_down_s']:.2f} s"
         )
-    lines.append(f"\nupdown peak RSS (VmHWM): {results['app_peak_rss_mib']} MiB")
+    lines.append(f"\nupdown peak RSS (VmHWM): {results['app_peak_rss_mib']} MiB\n")
+    for c in results["cases"]:
+        if c["size_mib"] >= 100:  # the goal is about large uploads; 1 MiB is dominated by per-request costs
+            mark = "PASS" if c["upload_ratio"] <= UPLOAD_TARGET else "FAIL"
+            lines.append(
+                f"- **{mark}** {c['size_mib']} MiB upload to Swift, updown ÷ python-swiftclient time:"
+                f" {c['upload_ratio']}× (target ≤ {UPLOAD_TARGET}×)"
+            )
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -198,6 +199,20 @@ class Registry:
         stop(self.proc)
 
 
+def targets(report: dict[str, Any]) -> list[str]:
+    """The performance issue's goals for a resumable upload, PASS/FAIL."""
+
+    def mark(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    return [
+        f"- **{mark(report['ratio'] >= 1.0)}** {report['size_mib']} MiB tus upload MB/s, updown ÷ registry chunked:"
+        f" {report['ratio']:.2f}× (target ≥ 1.0×)",
+        f"- **{mark(report['updown_peak_rss_mb'] < 100)}** updown peak RSS during it: {report['updown_peak_rss_mb']} MB"
+        " (target < 100 MB)",
+    ]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size-mib", type=int, default=1024)
@@ -244,6 +259,8 @@ def main() -> None:
         "times_s": {k: [round(t, 2) for t in v] for k, v in times.items()},
     }
     print(json.dumps(report, indent=2))
+    for line in targets(report):
+        print(line)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 
