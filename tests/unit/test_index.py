@@ -18,7 +18,8 @@ from tests.support.server import ServerProcess, make_server
 from tests.support.tuf_index import IndexKeys, make_index_keys
 from tests.unit.test_cache_purge import BanRecorder
 from updown_app.caches.purge import ban_expression
-from updown_app.index.fetcher import HttpxFetcher, http_client
+from updown_app.index.client import http_client
+from updown_app.index.fetcher import HttpxFetcher
 
 
 @pytest.fixture(scope="module")

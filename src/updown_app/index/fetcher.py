@@ -8,9 +8,7 @@ import httpx
 from tuf.api import exceptions
 from tuf.ngclient import FetcherInterface
 
-from updown_app.index.client import CHUNK, http_client
-
-__all__ = ["CHUNK", "HttpxFetcher", "http_client"]
+from updown_app.index.client import CHUNK
 
 
 class HttpxFetcher(FetcherInterface):

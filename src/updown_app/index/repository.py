@@ -38,7 +38,6 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from updown_app.index import layout
 from updown_app.index.keys import load_signers, root_versions, signers_for
 from updown_app.metadata.models import File, FileChannel, FileState, IndexMetadata, Visibility
 from updown_app.metrics import INDEX_VERSIONS
@@ -87,8 +86,6 @@ class SignedIndex:
         self._task: asyncio.Task[None] | None = None
         # Run after the background refresh wrote new metadata (the cache purge of timestamp.json).
         self.on_change = on_change  # after a background re-signing changed the timestamp
-
-    configured = staticmethod(layout.configured)
 
     # Reading ---------------------------------------------------------------------------------------------------
 
