@@ -433,7 +433,16 @@ def test_swift_dying_mid_download_truncates_at_once_and_resumes_get_what_is_cach
         # What the backend cache unit holds of the rest may still come (a partial 206); where it ends, the store's
         # breaker is open: the next resume hears 503 at once.
         served = carried if first is not None and first.status_code == 206 else b""
-        again, again_body, again_took = resume(offset + len(served))
+        # The frontends share requests out round-robin over the app units, and each unit's breaker learns the
+        # outage from its own first failed call: a unit that has not met it yet pays that once. So the resumes go
+        # on until one is answered at once, at most one per app unit.
+        slow: list[float] = [resume_took]
+        app_units = len(own.vars["APPS"].split(","))
+        for _ in range(app_units):
+            again, again_body, again_took = resume(offset + len(served))
+            if again_took < 1.0 or again is None or again.status_code != 503:
+                break
+            slow.append(again_took)
         reader.join(60)
         assert not reader.is_alive()
     finally:
@@ -447,14 +456,16 @@ def test_swift_dying_mid_download_truncates_at_once_and_resumes_get_what_is_cach
     assert again is not None and again.status_code == 503 and again.headers["retry-after"], again
     assert json.loads(again_body)["error"]["code"] in ("storage_unavailable", "unavailable")
     print(
-        f"resume: {first.status_code} with {len(served)} bytes in {resume_took:.2f} s, the next: 503 in "
-        f"{again_took:.2f} s, truncation {ended[0] - killed:.2f} s after the kill"
+        f"resume: {first.status_code} with {len(served)} bytes in {resume_took:.2f} s, slow 503s "
+        f"{[round(t, 2) for t in slow[1:]]}, then a 503 in {again_took:.2f} s, truncation {ended[0] - killed:.2f} s "
+        "after the kill"
     )
     # The first requests of an outage pay what it takes to learn the store is gone: the app's 2 s read timeout of
     # the backend unit (waiting on the store itself), then one round of the store's retries, answered 503 by the
     # store's load balancer (5.3 s seen). Once one failed, the store's breaker answers the next ones at once.
-    assert resume_took < 7, resume_took
-    assert again_took < 1.0, again_took
+    assert max(slow) < 7, slow
+    assert len(slow) <= app_units, slow  # every unit paid the learning once at most
+    assert again_took < 1.0, (again_took, slow)
     # Before the bounded store retries the client stalled ~17 s; what arrives after the kill is only what the
     # frontend and the sockets still buffer, read by this deliberately slow client (5.2 s seen on a busy box).
     assert ended[0] - killed < 8, ended[0] - killed
