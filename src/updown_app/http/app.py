@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,6 +15,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from updown_app import metrics
@@ -88,6 +90,26 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal_error", "internal server error")
 
 
+class _Endpoint:
+    """A handler as its route's ASGI app. Given a function, Starlette wraps every request in a second
+    exception-handling layer of its own (``request_response``), with the same handlers its exception middleware
+    outside the router applies anyway; as an ASGI app the route has no such layer: four coroutine frames fewer per
+    request, ~1.5 KB of each open download."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Any]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+def _route(path: str, handler: Callable[[Request], Awaitable[Any]], methods: list[str]) -> Route:
+    return Route(path, _Endpoint(handler), methods=methods)
+
+
 def create_app(settings: Settings | None = None, authorizer: Authorizer | None = None) -> Starlette:
     settings = settings or Settings.load()
 
@@ -111,24 +133,24 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     # Starlette tries routes in order. Downloads are most requests, so their route comes first, after the only
     # route of the same shape (three segments) it would otherwise shadow.
     routes = [
-        Route("/v1/files/{file_id}", files.info, methods=["GET"]),
-        Route("/{package}/{revision}/{filename}", download.download, methods=["GET", "HEAD"]),
-        Route("/healthz", health.healthz, methods=["GET", "HEAD"]),
-        Route("/readyz", health.readyz, methods=["GET", "HEAD"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/v1/files", upload.upload, methods=["POST"]),
-        Route("/v1/uploads", resumable.create, methods=["POST"]),
-        Route("/v1/uploads", resumable.options, methods=["OPTIONS"]),
-        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.head, methods=["HEAD"]),
-        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.patch, methods=["PATCH"]),
-        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.terminate, methods=["DELETE"]),
-        Route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.options, methods=["OPTIONS"]),
-        Route("/v1/files/{file_id}/publish", files.publish, methods=["POST"]),
-        Route("/v1/files/{file_id}/unpublish", files.unpublish, methods=["POST"]),
-        Route("/v1/files/{file_id}/links", links.mint, methods=["POST"]),
-        Route("/-/link/{token}/{package}/{revision}/{filename}", links.download, methods=["GET", "HEAD"]),
-        Route("/-/tuf/metadata/{name}", index.metadata, methods=["GET", "HEAD"]),
-        Route("/{package}/{channel}/latest/{pattern}", latest.latest, methods=["GET", "HEAD"]),
+        _route("/v1/files/{file_id}", files.info, ["GET"]),
+        _route("/{package}/{revision}/{filename}", download.download, ["GET", "HEAD"]),
+        _route("/healthz", health.healthz, ["GET", "HEAD"]),
+        _route("/readyz", health.readyz, ["GET", "HEAD"]),
+        _route("/metrics", metrics_endpoint, ["GET"]),
+        _route("/v1/files", upload.upload, ["POST"]),
+        _route("/v1/uploads", resumable.create, ["POST"]),
+        _route("/v1/uploads", resumable.options, ["OPTIONS"]),
+        _route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.head, ["HEAD"]),
+        _route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.patch, ["PATCH"]),
+        _route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.terminate, ["DELETE"]),
+        _route("/v1/uploads/{session_id}/{expires}/{key_id}/{sig}", resumable.options, ["OPTIONS"]),
+        _route("/v1/files/{file_id}/publish", files.publish, ["POST"]),
+        _route("/v1/files/{file_id}/unpublish", files.unpublish, ["POST"]),
+        _route("/v1/files/{file_id}/links", links.mint, ["POST"]),
+        _route("/-/link/{token}/{package}/{revision}/{filename}", links.download, ["GET", "HEAD"]),
+        _route("/-/tuf/metadata/{name}", index.metadata, ["GET", "HEAD"]),
+        _route("/{package}/{channel}/latest/{pattern}", latest.latest, ["GET", "HEAD"]),
     ]
     middleware = []
     if settings.trusted_proxies:

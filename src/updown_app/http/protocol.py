@@ -37,6 +37,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from updown_app.http.light import LightEvent, LightPipeline
 from updown_app.http.zerocopy import EXTENSIONS, ZeroCopyCycle
 from updown_app.settings import ConnectionLimits
 
@@ -91,6 +92,7 @@ class JsonErrorsProtocol(HttpToolsProtocol):
         limits: ConnectionLimits | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.pipeline = LightPipeline()  # type: ignore[assignment]  # per connection: see light.py
         self.limits = limits or ConnectionLimits()
         self._in_head = True  # reading a request's head (or waiting for one)
         self._head_bytes = 0  # raw bytes read while in the head
@@ -106,6 +108,9 @@ class JsonErrorsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        writable = LightEvent()  # the flow control's, just made (set: nothing written yet); see light.py
+        writable.set()
+        self.flow._is_writable_event = writable  # type: ignore[assignment]
         if len(self.connections) > self.limits.max_connections:
             self._refuse(
                 503,
@@ -198,10 +203,15 @@ class JsonErrorsProtocol(HttpToolsProtocol):
             self._head_timer = None
         super().on_headers_complete()
         cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope and "extensions" in self.scope:
-            # uvicorn builds its cycle inline, with no hook for another class; the subclass adds only a message type
-            # to send() (no state), and its task has not started yet.
-            cycle.__class__ = ZeroCopyCycle
+        if cycle is None or cycle.scope is not self.scope:
+            return
+        # uvicorn builds its cycle inline, with no hook for another class or event; its task has not started yet.
+        message = LightEvent()  # see light.py
+        if cycle.message_event.is_set():
+            message.set()
+        cycle.message_event = message  # type: ignore[assignment]
+        if "extensions" in self.scope:
+            cycle.__class__ = ZeroCopyCycle  # adds only a message type to send() (no state)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
