@@ -38,7 +38,7 @@ async def repo(database_url: str):  # type: ignore[no-untyped-def]
     engine = create_engine(database_url)
     await migrate(engine)
     await migrate(engine)  # idempotent
-    assert await current_revision(engine) == "0003"
+    assert await current_revision(engine) == "0004"
     yield Repository(session_factory(engine))
     await engine.dispose()
 
