@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.forms import form, multipart, signed_headers, upload_fields
 from updown_app import runtime as runtime_module
+from updown_app import storage as storage_module
 from updown_app.core import signing
 from updown_app.core.digests import Declared
 from updown_app.core.names import object_key
@@ -90,13 +91,13 @@ class App:
 @pytest.fixture
 async def app(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
     stores: list[Outage] = []
-    real = runtime_module.create_storage
+    real = storage_module.create_storage
 
     def create_storage(*args: Any) -> Storage:
         stores.append(Outage(real(*args)))
         return stores[-1]
 
-    monkeypatch.setattr(runtime_module, "create_storage", create_storage)
+    monkeypatch.setattr("updown_app.runtime.create_storage", create_storage)
     settings = Settings.load(
         data_dir=tmp_path,
         database_url=database_url,
