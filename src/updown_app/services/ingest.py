@@ -147,7 +147,7 @@ class Ingest:
         stored = await self.put(fields.declared, content)
         try:
             digests = stored.digests
-            if not digests.complete:
+            if not digests.complete and not stored.created:  # content stored before: maybe recorded complete
                 digests = await self.known_digests(digests)
             # A SHA-512 still to be computed is of bytes that matched the signed SHA-256 (content recorded here).
             if sha512 is not None and digests.sha512 is not None and digests.sha512 != sha512:
