@@ -20,14 +20,14 @@ from tests.support.forms import form, multipart, signed_headers, upload_fields
 from updown_app import runtime as runtime_module
 from updown_app import storage as storage_module
 from updown_app.core import signing
-from updown_app.core.digests import Declared
+from updown_app.core.digests import Declared, Digests
 from updown_app.core.names import object_key
 from updown_app.http.app import create_app
 from updown_app.metadata.models import File, FileState, Visibility
 from updown_app.metadata.repository import Repository, utcnow
 from updown_app.runtime import Runtime
 from updown_app.services.digest_completion import DigestCompletion, StoredObjectInvalid
-from updown_app.services.ingest import StreamContent
+from updown_app.services.ingest import KnownContent, StreamContent
 from updown_app.services.upload_fields import UploadFields
 from updown_app.settings import Settings
 from updown_app.storage.base import Storage, StorageUnavailableError
@@ -261,3 +261,22 @@ async def test_imports_hash_all_four_while_they_stream(app: App) -> None:
     fields = UploadFields("imported", "1", "imported.bin", Visibility.public, declared)
     record = await app.runtime.ingest.ingest(fields, content, "mirror", sha512=digest["sha512"])
     assert (record.sha1, record.sha512) == (digest["sha1"], digest["sha512"])
+
+
+async def test_known_content_whose_record_is_pending_is_completed_too(app: App) -> None:
+    """The pull-through records content stored here under another name with that record's digests; when those
+    are still pending, the new record is completed as well."""
+    data = os.urandom(30_000)
+    app.store.down = True  # the first record's completion fails: its digests stay pending
+    first = await app.upload(data)
+    await app.runtime.completion.wait_idle()
+    app.store.down = False
+    like = await app.runtime.repository.get(first["id"])
+    assert like is not None and like.sha1 is None
+    declared = Declared(size=like.size, md5=like.md5, sha256=like.sha256)
+    fields = UploadFields("pulled", "1", "pulled.bin", Visibility.public, declared)
+    known = KnownContent(Digests(like.size, like.md5, like.sha1, like.sha256, like.sha512))
+    record = await app.runtime.ingest.ingest(fields, known, "pull-through", sha512=hashes(data)["sha512"])
+    assert record.sha1 is None
+    await app.runtime.completion.wait_idle()
+    assert digests_of(await app.info(record.id)) == hashes(data)
