@@ -22,6 +22,7 @@ from updown_app.metadata.db import create_engine, migrate, session_factory
 from updown_app.metadata.repository import Repository
 from updown_app.metadata.upload_sessions import UploadSessions
 from updown_app.services.catalog import Catalog
+from updown_app.services.digest_completion import DigestCompletion
 from updown_app.services.ingest import Ingest
 from updown_app.services.propagation import subscribers
 from updown_app.services.sweeper import Sweeper
@@ -48,6 +49,7 @@ class Runtime:
     authorizer: Authorizer
     purger: CachePurger  # bans URLs on every frontend cache unit (a no-op without caches.frontends)
     catalog: Catalog
+    completion: DigestCompletion  # SHA-1/SHA-512 of uploads, off the request path, before any publish
     ingest: Ingest
     uploads: ResumableUploads
     sweeper: Sweeper  # removes objects no file records and partial local writes (services/sweeper.py)
@@ -84,8 +86,9 @@ async def build_runtime(settings: Settings, authorizer: Authorizer | None = None
             await index_changed()
         if serving:
             index.start()
-    catalog = Catalog(repository, subscribers(purger, index))
-    ingest = Ingest(repository, storage)
+    completion = DigestCompletion(repository, storage)
+    catalog = Catalog(repository, subscribers(purger, index), completion)
+    ingest = Ingest(repository, storage, completion)
     importer = Importer(catalog, ingest, settings.chunk_size)
     return Runtime(
         settings=settings,
@@ -96,6 +99,7 @@ async def build_runtime(settings: Settings, authorizer: Authorizer | None = None
         authorizer=authorizer or (build_authorizer(settings) if serving else None) or DenyAll(),
         purger=purger,
         catalog=catalog,
+        completion=completion,
         ingest=ingest,
         uploads=ResumableUploads(storage, UploadSessions(repository.sessions), ingest, settings.chunk_size),
         sweeper=Sweeper(storage, repository, settings.sweep.grace),
@@ -108,6 +112,7 @@ async def build_runtime(settings: Settings, authorizer: Authorizer | None = None
 
 async def close_runtime(runtime: Runtime) -> None:
     """Release what build_runtime opened: clients, background work, connections."""
+    await runtime.completion.aclose()
     aclose = getattr(runtime.authorizer, "aclose", None)
     if aclose is not None:
         await aclose()

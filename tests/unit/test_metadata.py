@@ -9,7 +9,7 @@ import pytest
 
 from updown_app.metadata.db import create_engine, current_revision, migrate, session_factory
 from updown_app.metadata.models import File, FileState
-from updown_app.metadata.repository import DuplicateFileError, Repository, utcnow
+from updown_app.metadata.repository import DigestsPendingError, DuplicateFileError, Repository, utcnow
 
 
 def record(**overrides: object) -> File:
@@ -38,7 +38,7 @@ async def repo(database_url: str):  # type: ignore[no-untyped-def]
     engine = create_engine(database_url)
     await migrate(engine)
     await migrate(engine)  # idempotent
-    assert await current_revision(engine) == "0003"
+    assert await current_revision(engine) == "0004"
     yield Repository(session_factory(engine))
     await engine.dispose()
 
@@ -86,3 +86,28 @@ async def test_nonces_refuse_replays_until_purged(repo: Repository) -> None:
     assert await repo.consume_nonce("k2", "nonce-0123456789abcdef", soon)  # per key id
     assert await repo.purge_nonces(now=soon + timedelta(seconds=1)) == 2
     assert await repo.consume_nonce("k1", "nonce-0123456789abcdef", soon)
+
+
+async def test_migration_0004_keeps_the_files_and_lets_sha1_and_sha512_wait(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine, "0003")
+        repo = Repository(session_factory(engine))
+        old = await repo.add(record(), "store-1")
+        # Before: every file needs all four digests (the repository reports any constraint as a duplicate).
+        with pytest.raises(DuplicateFileError):
+            await repo.add(record(revision="2", sha1=None, sha512=None), "store-1")
+        await migrate(engine)
+        assert await current_revision(engine) == "0004"
+        kept = await repo.get(old.id)
+        assert kept is not None and (kept.sha1, kept.sha512) == ("1" * 40, "3" * 128)
+        pending = await repo.add(record(revision="2", sha1=None, sha512=None), "store-1")
+        assert await repo.missing_digests() == [pending.id]
+        with pytest.raises(DigestsPendingError):  # never published without all four
+            await repo.set_state(pending.id, FileState.published, "store-2")
+        await repo.complete_digests(pending.id, "4" * 40, "5" * 128)
+        assert await repo.missing_digests() == []
+        change = await repo.set_state(pending.id, FileState.published, "store-2")
+        assert change is not None and change.changed and change.file.sha512 == "5" * 128
+    finally:
+        await engine.dispose()

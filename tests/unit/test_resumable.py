@@ -82,7 +82,9 @@ def test_tuspy_upload_publish_download(server: ServerProcess, tmp_path: Path) ->
         record = c.info(file_id)
         assert record["sha256"] == hashlib.sha256(data).hexdigest()
         assert record["state"] == "unpublished"
-        c.publish(file_id)
+        published = c.publish(file_id)  # SHA-1/SHA-512 were completed from the assembled object by now
+        assert published["sha1"] == hashlib.sha1(data).hexdigest()
+        assert published["sha512"] == hashlib.sha512(data).hexdigest()
     with server.http() as http:
         got = http.get("/tusapp/1/big.tar")
     assert got.status_code == 200 and got.content == data

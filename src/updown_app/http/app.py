@@ -68,6 +68,14 @@ async def _sweep(context: Runtime) -> None:
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311
 
 
+async def _complete_digests(context: Runtime) -> None:
+    """Files a crash (or an outage) left without SHA-1/SHA-512 get them soon after start, one at a time."""
+    try:
+        await context.completion.catch_up()
+    except Exception:  # publishing completes them anyway; the next start tries again
+        log.exception("looking for files with pending digests failed")
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
@@ -118,7 +126,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         context = await build_runtime(settings, authorizer)
         app.state.runtime = context
         app.state.readiness = health.Readiness()
-        background = [asyncio.create_task(_purge_nonces(context))]
+        background = [asyncio.create_task(_purge_nonces(context)), asyncio.create_task(_complete_digests(context))]
         if settings.uploads.purge_interval > 0:
             background.append(asyncio.create_task(_purge_uploads(context)))
         if settings.sweep.interval > 0:

@@ -127,9 +127,9 @@ class SignedIndex:
                 "channels": sorted(channels.get(f.id, [])),
                 "published": _utc(f.published_at or f.created_at).isoformat(),
             }
-            result[path] = TargetFile(
-                f.size, {"sha256": f.sha256, "sha512": f.sha512}, path, unrecognized_fields={"custom": custom}
-            )
+            # A published file has its SHA-512 (publishing completes it); the index never signs a missing one.
+            hashes = {"sha256": f.sha256} if f.sha512 is None else {"sha256": f.sha256, "sha512": f.sha512}
+            result[path] = TargetFile(f.size, hashes, path, unrecognized_fields={"custom": custom})
         return result
 
     def _stale(self, md: Metadata[Any] | None, role: str, lifetime: int, now: datetime) -> bool:

@@ -69,9 +69,11 @@ class File(Base):
     filename: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
     md5: Mapped[str] = mapped_column(String(32))
-    sha1: Mapped[str] = mapped_column(String(40))
+    # SHA-1 and SHA-512 are computed after the upload answered (services/digest_completion.py): NULL until then,
+    # never NULL on a published file.
+    sha1: Mapped[str | None] = mapped_column(String(40), nullable=True)
     sha256: Mapped[str] = mapped_column(String(64))
-    sha512: Mapped[str] = mapped_column(String(128))
+    sha512: Mapped[str | None] = mapped_column(String(128), nullable=True)
     object_key: Mapped[str] = mapped_column(String(300))
     visibility: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))

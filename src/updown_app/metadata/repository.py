@@ -19,6 +19,10 @@ class DuplicateFileError(Exception):
     """A file with the same (package, revision, filename) exists."""
 
 
+class DigestsPendingError(Exception):
+    """A file still missing SHA-1/SHA-512 was to be published: nothing changed (complete the digests first)."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -109,6 +113,30 @@ class Repository:
             query = select(File.object_key).where(File.object_key.in_(list(object_keys))).distinct()
             return set((await session.scalars(query)).all())
 
+    async def known_digests(self, sha256: str, size: int) -> tuple[str, str] | None:
+        """SHA-1 and SHA-512 of this content from a record that has them (dedupe: content is hashed once)."""
+        async with self.sessions() as session:
+            query = select(File.sha1, File.sha512).where(
+                File.sha256 == sha256, File.size == size, File.sha1.is_not(None), File.sha512.is_not(None)
+            )
+            row = (await session.execute(query.limit(1))).first()
+        return None if row is None or row[0] is None or row[1] is None else (row[0], row[1])
+
+    async def missing_digests(self) -> list[str]:
+        """Ids of the files still missing SHA-1 or SHA-512, oldest first."""
+        async with self.sessions() as session:
+            query = select(File.id).where(File.sha1.is_(None) | File.sha512.is_(None)).order_by(File.created_at)
+            return list((await session.scalars(query)).all())
+
+    async def complete_digests(self, file_id: str, sha1: str, sha512: str) -> File | None:
+        """Record the SHA-1 and SHA-512 computed from the stored object; None: no such file (removed meanwhile)."""
+        async with self.sessions() as session, session.begin():
+            file = await session.get(File, file_id, with_for_update=True)
+            if file is None:
+                return None
+            file.sha1, file.sha512 = sha1, sha512
+        return file
+
     async def add(self, file: File, key_id: str) -> File:
         async with self.sessions() as session:
             session.add(file)
@@ -123,11 +151,14 @@ class Repository:
         self, file_id: str, state: FileState, key_id: str, channels: Sequence[str] | None = None
     ) -> StateChange | None:
         """Flip the state (idempotently) and, when ``channels`` is given, make them exactly the file's channels,
-        in one transaction; records an event only when the state changed. None: unknown id."""
+        in one transaction; records an event only when the state changed. None: unknown id.
+        ``DigestsPendingError``: a file is never published without all four digests."""
         async with self.sessions() as session, session.begin():
             file = await session.get(File, file_id, with_for_update=True)
             if file is None:
                 return None
+            if state is FileState.published and (file.sha1 is None or file.sha512 is None):
+                raise DigestsPendingError(file_id)
             before = await channels_of(session, file_id)
             after = before if channels is None else await set_channels(session, file_id, before, channels)
             changed = file.state != state

@@ -1,6 +1,9 @@
 """The catalog of files: lookups (a published file by name, latest in a channel, a record and its history) and
 the one way a file's state and channels change, in one transaction, followed by one kind of change event
-(``StateChange``) handed to the subscribers the runtime registered (``services/propagation.py``)."""
+(``StateChange``) handed to the subscribers the runtime registered (``services/propagation.py``).
+
+Publishing a file whose SHA-1/SHA-512 are still pending completes them first (``services/digest_completion.py``):
+a published file always has all four digests, and while the store cannot be read nothing is published."""
 
 from __future__ import annotations
 
@@ -9,10 +12,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import select
 
-from updown_app.core.errors import Unavailable
+from updown_app.core.errors import Conflict, NotFound, Unavailable
 from updown_app.metadata.channels import Channels
 from updown_app.metadata.models import File, FileEvent, FileState
-from updown_app.metadata.repository import Repository, StateChange
+from updown_app.metadata.repository import DigestsPendingError, Repository, StateChange
+from updown_app.services.digest_completion import DigestCompletion
 
 log = logging.getLogger("updown.catalog")
 
@@ -24,10 +28,18 @@ class PropagationPending(Unavailable):
 
 
 class Catalog:
-    def __init__(self, repository: Repository, subscribers: Sequence[Subscriber] = ()) -> None:
+    """``completion``: completes the digests of a file being published (None: such a publish is refused)."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        subscribers: Sequence[Subscriber] = (),
+        completion: DigestCompletion | None = None,
+    ) -> None:
         self.repository = repository
         self.channels = Channels(repository.sessions)
         self.subscribers = tuple(subscribers)
+        self.completion = completion
 
     async def get(self, file_id: str) -> File | None:
         return await self.repository.get(file_id)
@@ -77,8 +89,17 @@ class Catalog:
         """Flip the state and (when given) set exactly these channels in one transaction; when anything changed,
         every subscriber is told before this returns. None: unknown id. ``PropagationPending`` when a subscriber
         failed: the change stands (the index's background refresh rebuilds from the files table, latest
-        redirects are short-lived), and every other subscriber still ran."""
-        change = await self.repository.set_state(file_id, state, key_id, channels)
+        redirects are short-lived), and every other subscriber still ran. Publishing completes pending digests
+        first: ``StoreUnavailable`` (nothing changed) when the store cannot be read meanwhile."""
+        if state is FileState.published and self.completion is not None:
+            try:
+                await self.completion.complete(file_id)
+            except NotFound:
+                return None
+        try:
+            change = await self.repository.set_state(file_id, state, key_id, channels)
+        except DigestsPendingError:
+            raise Conflict("digests_pending", "the file's SHA-1 and SHA-512 are not computed yet") from None
         if change is not None and (change.changed or change.moved):
             log.info(state.value, extra={"file_id": change.file.id, "key_id": key_id, "channels": channels})
             await self._emit(change)

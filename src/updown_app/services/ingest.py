@@ -2,6 +2,11 @@
 mirror and pull-through all store a file through ``Ingest.ingest``; only where the bytes come from differs
 (a ``Content``).
 
+Digests. An upload's content hashes what verification needs (size, MD5, SHA-256); its record gets SHA-1 and
+SHA-512 off the request path: copied from a record of the same content when there is one, else computed from the
+stored object in the background (``services/digest_completion.py``), which publishing awaits. The mirror and the
+pull-through hash all four as they stream (the signed index declares the SHA-512).
+
 Undo without the database. A failed ingest (refused bytes, a lost name race, the database gone) removes the object
 it created, and never one that existed before it:
 
@@ -25,6 +30,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from updown_app.core.digests import (
+    ALL,
+    VERIFIED,
     Declared,
     DigestMismatchError,
     Digests,
@@ -35,6 +42,7 @@ from updown_app.core.errors import Conflict, StoreUnavailable
 from updown_app.core.names import object_key
 from updown_app.metadata.models import File, FileState
 from updown_app.metadata.repository import DuplicateFileError, Repository, utcnow
+from updown_app.services.digest_completion import DigestCompletion
 from updown_app.services.upload_fields import UploadFields
 from updown_app.storage.base import Storage, StorageIntegrityError, StorageUnavailableError
 
@@ -52,11 +60,14 @@ class Content(Protocol):
 
 
 class StreamContent:
-    """A body streamed once, through the verifying stream, to the store (upload, mirror, pull-through)."""
+    """A body streamed once, through the verifying stream, to the store (upload, mirror, pull-through).
+    ``all_digests``: hash SHA-1 and SHA-512 too (imports), else only what verification needs (uploads)."""
 
-    def __init__(self, body: AsyncIterator[bytes], declared: Declared, chunk_size: int) -> None:
+    def __init__(
+        self, body: AsyncIterator[bytes], declared: Declared, chunk_size: int, *, all_digests: bool = False
+    ) -> None:
         self.declared = declared
-        self.hasher = MultiHasher()
+        self.hasher = MultiHasher(ALL if all_digests else VERIFIED)
         self.checked = verified_stream(body, declared, self.hasher, chunk_size)
 
     async def drain(self) -> Digests:
@@ -70,7 +81,8 @@ class StreamContent:
 
 
 class KnownContent:
-    """Content already stored and recorded here under another name: its digests are those of that record."""
+    """Content already stored and recorded here under another name: its digests are those of that record (SHA-1
+    and SHA-512 included only when that record has them already)."""
 
     def __init__(self, digests: Digests) -> None:
         self.digests = digests
@@ -113,9 +125,13 @@ DUPLICATE = "a file with this package, revision and filename exists"
 
 
 class Ingest:
-    def __init__(self, repository: Repository, storage: Storage) -> None:
+    """``completion``: where a record still missing SHA-1/SHA-512 is handed to be completed in the background
+    (None: left to whatever completes it later, publishing or the start-up catch-up)."""
+
+    def __init__(self, repository: Repository, storage: Storage, completion: DigestCompletion | None = None) -> None:
         self.repository = repository
         self.storage = storage
+        self.completion = completion
 
     async def stored_object(self, sha256: str) -> str | None:
         """The key of this content when a file records it and the store still has it (dedupe)."""
@@ -130,9 +146,13 @@ class Ingest:
         ``Conflict`` (the name was taken meanwhile), ``Unavailable`` (the store is down)."""
         stored = await self.put(fields.declared, content)
         try:
-            if sha512 is not None and stored.digests.sha512 != sha512:
+            digests = stored.digests
+            if not digests.complete and not stored.created:  # content stored before: maybe recorded complete
+                digests = await self.known_digests(digests)
+            # A SHA-512 still to be computed is of bytes that matched the signed SHA-256 (content recorded here).
+            if sha512 is not None and digests.sha512 is not None and digests.sha512 != sha512:
                 raise DigestMismatchError("sha512", "SHA-512 does not match the signed index")
-            record = file_record(stored.digests, fields, stored.key, key_id)
+            record = file_record(digests, fields, stored.key, key_id)
             try:
                 await self.repository.add(record, key_id)
             except DuplicateFileError:
@@ -140,7 +160,17 @@ class Ingest:
         except BaseException:
             await self.undo(stored)
             raise
+        if not digests.complete and self.completion is not None:
+            self.completion.schedule(record.id)
         return record
+
+    async def known_digests(self, digests: Digests) -> Digests:
+        """``digests`` with the SHA-1 and SHA-512 of a completed record of the same content (same size and
+        SHA-256), when there is one: identical content is hashed once."""
+        known = await self.repository.known_digests(digests.sha256, digests.size)
+        if known is None:
+            return digests
+        return Digests(digests.size, digests.md5, known[0], digests.sha256, known[1])
 
     async def put(self, declared: Declared, content: Content) -> Stored:
         try:

@@ -4,7 +4,8 @@ discarding a session's parts, and finishing an upload through the one ingest pat
 Hash state: a process keeps the running digests of the sessions it is writing (``HashStates``) while it stores
 each part, so when the same process received every chunk, nothing is read back; when chunks went to several
 units (hashlib state can't be exported to the database), the unit that receives the last byte reads the parts
-back once.
+back once. Those digests are what verification needs (size, MD5, SHA-256); SHA-1 and SHA-512 are completed from
+the assembled object (``services/digest_completion.py``).
 """
 
 from __future__ import annotations

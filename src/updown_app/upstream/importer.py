@@ -250,7 +250,7 @@ class Importer:
         streams) and record it under the upstream's name, published in its channels."""
         md5 = await asyncio.to_thread(_md5_of, source)
         declared = Declared(size=info.length, md5=md5, sha256=info.hashes["sha256"])
-        content = StreamContent(_aiter(_file_chunks(source)), declared, self.chunk_size)
+        content = StreamContent(_aiter(_file_chunks(source)), declared, self.chunk_size, all_digests=True)
         try:
             record = await self.record(info, content, md5, IMPORT_KEY_ID)
         except DigestMismatchError as exc:

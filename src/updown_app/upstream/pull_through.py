@@ -164,7 +164,7 @@ class PullThrough:
                     if md5 is None:
                         raise UpstreamFailed("upstream_error", "the upstream sent no MD5 digest")
                     declared = Declared(size=info.length, md5=md5, sha256=info.hashes["sha256"])
-                    content = StreamContent(r.aiter_bytes(CHUNK), declared, self.settings.chunk_size)
+                    content = StreamContent(r.aiter_bytes(CHUNK), declared, self.settings.chunk_size, all_digests=True)
                     await self._record(info, content, md5)
                 PULL_THROUGH.labels("stored").inc()
         except DigestMismatchError as exc:

@@ -1,6 +1,8 @@
 """Signed file API: ``GET /v1/files/{id}``, ``POST /v1/files/{id}/publish`` and ``.../unpublish``.
 
-Small signed requests carry their fields in the query string or an urlencoded body; each field once.
+Small signed requests carry their fields in the query string or an urlencoded body; each field once. A file's
+``sha1``/``sha512`` are ``null`` until computed after its upload; publishing completes them first (a published
+file always has all four; the store unreadable meanwhile: 503 and nothing published).
 """
 
 from __future__ import annotations

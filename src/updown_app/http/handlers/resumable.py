@@ -8,7 +8,8 @@ check on its own. ``PATCH`` appends bytes at ``Upload-Offset``: the body is cut 
 parts and the new offset are committed in the database under the session's lease, so two writers can't both
 win (the other gets ``409``). On the last byte the parts are read back once, size, MD5 and SHA-256 are checked
 against the signed values, and the parts are assembled into the content-addressed object: the file then exists,
-unpublished, exactly like a simple upload. A mismatch discards the session and every part.
+unpublished, exactly like a simple upload (SHA-1 and SHA-512 follow off the request path). A mismatch discards
+the session and every part.
 
 The finish, the hash states and discarding a session's parts are the uploads service's
 (``services/uploads.py``); the file is made through the one ingest path.

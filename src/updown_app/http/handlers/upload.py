@@ -3,6 +3,9 @@
 Checks happen in the cheapest order that leaks nothing: length limit and Authorization header before reading
 the body; signature, fields and duplicates once the fields preceding the file part are read; size, MD5 and
 SHA-256 while the file streams. Any failure leaves no object and no record behind.
+
+The answer has size, MD5 and SHA-256, verified; SHA-1 and SHA-512 are hashed off the request path from the stored
+object (``services/digest_completion.py``), ``null`` in the record until then, always there before a publish.
 """
 
 from __future__ import annotations

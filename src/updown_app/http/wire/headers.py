@@ -14,6 +14,10 @@ PUBLIC_CACHE = "public, max-age=31536000, immutable"
 PRIVATE_CACHE = "private, no-store"
 
 
+_REPR_DIGESTS = (("sha-256", "sha256"), ("sha-512", "sha512"))
+_DIGESTS = (("MD5", "md5"), ("SHA", "sha1"), ("SHA-256", "sha256"), ("SHA-512", "sha512"))
+
+
 def _b64(file: File, name: str) -> str:
     return base64.b64encode(bytes.fromhex(getattr(file, name))).decode()
 
@@ -29,9 +33,11 @@ def file_headers(file: File, private: bool) -> dict[str, str]:
     key = (file.id, private)
     built = _BUILT.get(key)
     if built is None:
-        if len(_BUILT) >= _BUILT_MAX:
-            _BUILT.clear()
-        built = _BUILT[key] = _build(file, private)
+        built = _build(file, private)
+        if file.sha1 is not None and file.sha512 is not None:  # final: the record changes no more
+            if len(_BUILT) >= _BUILT_MAX:
+                _BUILT.clear()
+            _BUILT[key] = built
     return dict(built)
 
 
@@ -42,11 +48,9 @@ def _build(file: File, private: bool) -> dict[str, str]:
         "content-disposition": f"attachment; filename*=UTF-8''{quote(file.filename, safe='')}",
         "last-modified": ranges.http_date(file.created_at),
         "accept-ranges": "bytes",
-        "repr-digest": f"sha-256=:{_b64(file, 'sha256')}:, sha-512=:{_b64(file, 'sha512')}:",
-        "digest": (
-            f"MD5={_b64(file, 'md5')}, SHA={_b64(file, 'sha1')}, "
-            f"SHA-256={_b64(file, 'sha256')}, SHA-512={_b64(file, 'sha512')}"
-        ),
+        # A published file has all four digests; one still being completed (never served) gets what it has.
+        "repr-digest": ", ".join(f"{n}=:{_b64(file, a)}:" for n, a in _REPR_DIGESTS if getattr(file, a)),
+        "digest": ", ".join(f"{n}={_b64(file, a)}" for n, a in _DIGESTS if getattr(file, a)),
     }
     if private:
         headers["cache-control"] = PRIVATE_CACHE
