@@ -86,7 +86,8 @@ async def build_runtime(settings: Settings, authorizer: Authorizer | None = None
             await index_changed()
         if serving:
             index.start()
-    completion = DigestCompletion(repository, storage)
+    # The read-back of an unpublished upload goes to the store itself: the backend cache units keep what is served.
+    completion = DigestCompletion(repository, storage.uncached)
     catalog = Catalog(repository, subscribers(purger, index), completion)
     ingest = Ingest(repository, storage, completion)
     importer = Importer(catalog, ingest, settings.chunk_size)

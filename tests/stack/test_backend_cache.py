@@ -323,6 +323,23 @@ def test_downloads_are_byte_exact_and_the_second_read_is_a_hit(app, units, tmp_p
     assert "temp_url_sig" not in app.log()
 
 
+def test_the_digest_read_back_of_an_upload_goes_to_the_store_not_the_unit(app, units, tmp_path) -> None:
+    """SHA-1/SHA-512 are computed from the stored object after the upload answered; that read must not fill the
+    backend cache with a file nobody may download yet."""
+    seen = len(units[0].access())
+    data = secrets.token_bytes(2 * MiB + 7)
+    f = tmp_path / "pending.bin"
+    f.write_bytes(data)
+    with app.client(KEY_ID) as client:
+        record = client.upload(f, package="bc" + secrets.token_hex(4), revision="1", visibility="public")
+        deadline = time.monotonic() + 30
+        while client.info(record["id"])["sha512"] is None:
+            assert time.monotonic() < deadline, "SHA-512 never completed"
+            time.sleep(0.1)
+        assert client.info(record["id"])["sha512"] == hashlib.sha512(data).hexdigest()
+    assert object_lines(units[0], seen) == []
+
+
 def test_a_range_in_a_large_object_fetches_only_its_slices(app, units, tls_store, tmp_path) -> None:
     path, data = publish(app, tmp_path, 64 * MiB)
     mark = tls_store.mark()

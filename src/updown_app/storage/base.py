@@ -91,6 +91,12 @@ class Storage(abc.ABC):
         Implemented as an async generator; a consumer may ``asend`` the size it wants next (a hint that backends
         whose chunking is set by the network ignore)."""
 
+    @property
+    def uncached(self) -> Storage:
+        """This storage without a read cache in front (``read_cache`` overrides it): for reads that must not fill
+        the backend cache units, such as the digest read-back of an unpublished upload."""
+        return self
+
     def open_file(self, key: str) -> LocalFile | None:
         """The object as an open local file (``KeyError`` when missing), or None where objects are not files of
         this host (object stores): the caller then streams it with ``get``."""

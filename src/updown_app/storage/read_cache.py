@@ -146,6 +146,10 @@ class ReadCacheStorage(StorageWrapper):
 
     # Reads ---------------------------------------------------------------------------------------------------
 
+    @property
+    def uncached(self) -> Storage:
+        return self.inner
+
     def open_file(self, key: str) -> LocalFile | None:
         """Never a local file: reads go through the backend cache units (``get``)."""
         return None
