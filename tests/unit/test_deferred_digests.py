@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import uuid
@@ -90,6 +91,14 @@ class App:
 
 @pytest.fixture
 async def app(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
+    async with serving(tmp_path, database_url, monkeypatch, sweep_interval=0) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, sweep_interval: float
+) -> AsyncIterator[App]:
     stores: list[Outage] = []
     real = storage_module.create_storage
 
@@ -105,7 +114,7 @@ async def app(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
         tls=False,
         http_port=None,
         access_log=False,
-        sweep={"interval": 0},
+        sweep={"interval": sweep_interval},
         uploads={"purge_interval": 0},
     )
     asgi = create_app(settings)
@@ -162,6 +171,21 @@ async def test_publish_while_the_store_cannot_be_read_answers_503_and_publishes_
     app.store.down = False
     r = await app.signed("POST", f"/v1/files/{body['id']}/publish")
     assert r.status_code == 200 and digests_of(r.json()) == hashes(data)
+
+
+async def test_a_file_an_outage_left_incomplete_is_completed_at_the_next_round(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No publish and no restart needed: the completion looks again at every sweep interval."""
+    async with serving(tmp_path, database_url, monkeypatch, sweep_interval=0.5) as app:
+        data = os.urandom(150_000)
+        app.store.down = True
+        body = await app.upload(data)
+        await app.runtime.completion.wait_idle()  # the background completion failed
+        assert (await app.info(body["id"]))["sha512"] is None
+        app.store.down = False
+        done = await app.until(body["id"], lambda b: b["sha512"] is not None)
+        assert digests_of(done) == hashes(data) and done["state"] == "unpublished"
 
 
 async def test_identical_content_takes_the_digests_of_the_first_record(app: App) -> None:

@@ -69,11 +69,17 @@ async def _sweep(context: Runtime) -> None:
 
 
 async def _complete_digests(context: Runtime) -> None:
-    """Files a crash (or an outage) left without SHA-1/SHA-512 get them soon after start, one at a time."""
-    try:
-        await context.completion.catch_up()
-    except Exception:  # publishing completes them anyway; the next start tries again
-        log.exception("looking for files with pending digests failed")
+    """Files a crash or an outage left without SHA-1/SHA-512 get them soon after start, then at every sweep
+    interval (the store may have been down when they were uploaded), one at a time."""
+    interval = context.settings.sweep.interval
+    while True:
+        try:
+            await context.completion.catch_up()
+        except Exception:  # publishing completes them anyway; the next round tries again
+            log.exception("looking for files with pending digests failed")
+        if interval <= 0:
+            return
+        await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter, not a secret
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

@@ -9,7 +9,8 @@ store holds are the ones verified) and records the two missing digests.
   than one core's share from the requests; errors are logged, and the file simply stays incomplete.
 - When a file is published (``complete``, from the catalog): publishing awaits the completion running for that
   file, or runs one itself; a file is never published without all four digests (the repository refuses it).
-- At start-up (``catch_up``): files a crash left incomplete.
+- Soon after start-up and then at every sweep interval (``catch_up``): files a crash or an outage left
+  incomplete.
 
 A stored object that does not match its record is logged as an error and refused (``StoredObjectInvalid``): such
 a file is never published.
@@ -42,17 +43,23 @@ class DigestCompletion:
         self.storage = storage
         self._slots = asyncio.Semaphore(concurrency)
         self._running: dict[str, asyncio.Task[File]] = {}  # file id -> its one computation
-        self._background: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
+        self._background: dict[str, asyncio.Task[None]] = {}  # held here: the loop keeps only weak references
 
     def schedule(self, file_id: str) -> None:
-        """Complete the file's digests in the background, after those scheduled before it."""
+        """Complete the file's digests in the background, after those scheduled before it (once: a file already
+        waiting is not queued again)."""
+        if file_id in self._background:
+            return
         task = asyncio.create_task(self._complete_in_background(file_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background[file_id] = task
+        task.add_done_callback(
+            lambda done: self._background.pop(file_id) if self._background.get(file_id) is done else None
+        )
 
     async def catch_up(self) -> int:
-        """Schedule every file still missing digests (those a crash or an outage left); returns how many."""
-        missing = await self.repository.missing_digests()
+        """Schedule every file still missing digests (those a crash or an outage left) that is not queued yet;
+        returns how many were scheduled."""
+        missing = [file_id for file_id in await self.repository.missing_digests() if file_id not in self._background]
         for file_id in missing:
             self.schedule(file_id)
         if missing:
@@ -73,11 +80,11 @@ class DigestCompletion:
     async def wait_idle(self) -> None:
         """Until every scheduled completion has run (tests, and a clean stop)."""
         while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+            await asyncio.gather(*self._background.values(), return_exceptions=True)
 
     async def aclose(self) -> None:
         """Cancel what is scheduled or running; what is left incomplete is caught up at the next start."""
-        tasks = [*self._background, *self._running.values()]
+        tasks = [*self._background.values(), *self._running.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
