@@ -26,6 +26,7 @@ from updown_app.storage.base import (
     StorageIntegrityError,
     StorageUnavailableError,
 )
+from updown_app.storage.writeback import Writeback
 
 INLINE_READ_MAX = 256 * 1024
 INITIAL_READ = 64 * 1024
@@ -57,6 +58,7 @@ class LocalStorage(Storage):
         digest = None if getattr(body, "verifies_md5", False) else hashlib.md5(usedforsecurity=False)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         written = 0
+        writeback = Writeback(fd)  # the disk writes overlap the transfer; the fsync below waits for the rest
 
         def write(chunk: bytes) -> None:
             if digest is not None:
@@ -64,6 +66,7 @@ class LocalStorage(Storage):
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
+            writeback.wrote(len(chunk))
 
         try:
             async for chunk in body:
