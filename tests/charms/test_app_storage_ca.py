@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from ops import testing
-
 from scripts.throwaway_ca import make_tls
+
 from tests.charms import s3_integrator_data as integrator
 from tests.charms import test_app_charm as app_tests
 from tests.charms.test_app_backend_store import backend, published
