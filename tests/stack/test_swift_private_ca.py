@@ -18,6 +18,7 @@ from ops import testing
 
 from tests.charms import test_app_charm as app_tests
 from tests.conftest import need_service
+from tests.support.server import KEY_ID, make_server
 from tests.support.swift import (
     KEYSTONE_PASSWORD,
     KEYSTONE_PROJECT,
@@ -25,11 +26,13 @@ from tests.support.swift import (
     KEYSTONE_USER,
     SWIFT_KEY,
     SWIFT_USER,
+    swift_env,
 )
 from tests.support.tls_front import tls_front
+from updown_app.client import UpdownClient, UpdownError
 from updown_app.settings import Settings, SwiftStorageSettings
 from updown_app.storage import create_storage
-from updown_app.storage.base import StorageUnavailableError
+from updown_app.storage.base import Storage, StorageError, StorageUnavailableError
 from updown_app.storage.swift import SwiftStorage
 
 ctx, host = app_tests.ctx, app_tests.host  # the charm's fixtures: a Context, and the unit's files under tmp_path
@@ -67,7 +70,7 @@ async def once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def round_trip(storage: SwiftStorage | Any) -> None:
+async def round_trip(storage: Storage) -> None:
     """check, put, head, get (whole and a range), delete: what serving files needs from the store."""
     try:
         await storage.check()
@@ -105,8 +108,7 @@ async def test_without_the_ca_swift_is_unavailable_saying_why(tls_swift: tuple[s
 
 
 def test_a_missing_ca_file_fails_at_once(tmp_path: Path) -> None:
-    from updown_app.storage.base import StorageError
-
+    """A CA path that names nothing is a configuration error when the storage is made (at start-up)."""
     with pytest.raises(StorageError, match="swift verify_tls: cannot load the CA bundle"):
         SwiftStorage(tempauth("https://localhost:1", verify_tls=str(tmp_path / "absent.pem")))
 
@@ -172,3 +174,38 @@ async def test_the_charms_storage_ca_renders_settings_that_reach_swift(
     out = ctx.run(ctx.on.config_changed(), state)
     assert out.unit_status == testing.ActiveStatus(f"running {app_tests.RELEASE}")
     await round_trip(create_storage(Settings.load(host.layout.config)))
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_the_service_serves_from_swift_behind_the_private_ca(
+    tls_swift: tuple[str, str], ca_file: Path, tmp_path: Path, trusted: bool
+) -> None:
+    """`updown serve` with storage.swift.verify_tls (its environment has no SSL_CERT_FILE): ready, an upload is
+    stored and downloads. Without it: /readyz and the upload answer 503 at once, never a hang or a 500."""
+    url, _ca = tls_swift
+    env = swift_env(
+        f"private-ca-srv-{uuid.uuid4().hex[:8]}", auth_url=f"{url}/auth/v1.0", storage_url=f"{url}/v1/AUTH_test"
+    )
+    if trusted:
+        env["UPDOWN_STORAGE__SWIFT__VERIFY_TLS"] = str(ca_file)
+    srv = make_server(tmp_path / "srv", tls=False, extra_env=env).start(ready=trusted)
+    data = uuid.uuid4().bytes * 1000
+    (tmp_path / "file.bin").write_bytes(data)
+    try:
+        client = UpdownClient(srv.base_url, key_id=KEY_ID, secret=srv.keys[KEY_ID].encode(), verify=False, retries=0)
+        with srv.http(host="localhost") as http, client:
+            if not trusted:
+                started = time.monotonic()
+                ready = http.get("/readyz")
+                assert ready.status_code == 503 and ready.json()["checks"]["storage"] == "failed"
+                with pytest.raises(UpdownError) as refused:
+                    client.upload(tmp_path / "file.bin", package="ca", revision="1")
+                assert (refused.value.status, refused.value.code) == (503, "storage_unavailable")
+                assert time.monotonic() - started < 10
+                assert "CERTIFICATE_VERIFY_FAILED" in srv.log()  # the operator's log says why
+                return
+            client.publish(client.upload(tmp_path / "file.bin", package="ca", revision="1")["id"])
+            got = http.get("/ca/1/file.bin")
+            assert got.status_code == 200 and got.content == data
+    finally:
+        srv.stop()
