@@ -364,6 +364,8 @@ def app_state(stack: Stack, i: int, database_url: str, container: str, key_id: s
         swift_storage_url=f"{store}/v1/AUTH_test",
         swift_username=SWIFT_USER,
         swift_container=container,
+        # the store's certificate comes from the throwaway CA: trusted as the charm's storage-ca option has it
+        storage_ca=(run / "ca.pem").read_text(),
         # Private downloads: the SSO and the store are deployer-provided; the stack tests run stand-ins there.
         sso_mode="introspection",
         sso_introspection_url=f"http://127.0.0.1:{p['sso']}/introspect",
@@ -407,11 +409,11 @@ def write_app_unit(stack: Stack, state: Any) -> tuple[Path, dict[str, str]]:
         layout.config: tomli_w.dumps(settings),
         layout.hmac_keys: app_workload.render_hmac_keys(state),
         layout.cache_units: app_workload.render_cache_units(state.caches),
+        layout.store_ca: state.store_ca,
     }
     app_workload.write_files(files, private=layout.secret_files)
     layout.data_dir.mkdir(parents=True, exist_ok=True)
-    # the store's certificate comes from the throwaway CA
-    return layout.config, os.environ | {"UPDOWN_CONFIG": str(layout.config), "SSL_CERT_FILE": str(stack.run / "ca.pem")}
+    return layout.config, os.environ | {"UPDOWN_CONFIG": str(layout.config)}
 
 
 def start(run: Path, base: int) -> None:

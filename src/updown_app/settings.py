@@ -87,6 +87,11 @@ class SwiftStorageSettings(StorageTimeouts):
         "so with 'container' the SLO segments are kept in the object container under '.segments/'.",
     )
     temp_url_digest: Literal["sha256", "sha512"] = "sha256"
+    verify_tls: bool | str = Field(
+        default=True,
+        description="False, or a CA bundle path: the certificates of Swift and of Keystone (auth_url) are checked "
+        "against it instead of the system's CAs (a private CA usually signs both).",
+    )
 
     @model_validator(mode="after")
     def _check_auth(self) -> SwiftStorageSettings:

@@ -77,8 +77,8 @@ def test_stable_integrator_data_overrides_the_s3_options(ctx, host, tls_pair):
         "https://s3.test:8443", "store-pkgs", "eu-1",
     )  # fmt: skip
     assert s3_settings.addressing_style == "path"
-    assert s3_settings.verify_tls == str(host.layout.s3_ca)
-    assert host.layout.s3_ca.read_text() == ca + "\n"
+    assert s3_settings.verify_tls == str(host.layout.store_ca)
+    assert host.layout.store_ca.read_text() == ca + "\n"
     assert environment(host) == {"AWS_ACCESS_KEY_ID": '"AKIA1"', "AWS_SECRET_ACCESS_KEY": '"s3cr3t"'}
     assert "s3cr3t" not in host.layout.config.read_text()  # the keys never go into the config file
 

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import need_service
 from tests.support.server import ServerProcess, make_server
-from tests.support.swift import swift_env
+from tests.support.swift import SWIFT_URL, swift_env
+from tests.support.tls_front import tls_front
 from tests.support.tuf_index import IndexKeys, make_index_keys
 
 
@@ -28,3 +30,11 @@ def upstream(tmp_path_factory: pytest.TempPathFactory, keys: IndexKeys, containe
     srv = make_server(tmp_path_factory.mktemp("upstream"), extra_env=env).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(https URL, its CA's PEM): HAProxy terminating TLS for localhost in front of the test Swift."""
+    swift = need_service("Swift", SWIFT_URL)
+    with tls_front(tmp_path_factory.mktemp("tls-swift"), swift, probe="/info") as front:
+        yield front.urls[0], front.ca

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shutil
-import socket
-import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from ops import testing
-from scripts.throwaway_ca import make_tls
 
 from tests.charms import s3_integrator_data as integrator
 from tests.charms import test_app_charm as app_tests
@@ -116,38 +110,6 @@ async def test_wrong_keys_from_the_integrator_are_refused_by_swift(
             await storage.check()
     finally:
         await storage.close()
-
-
-@pytest.fixture(scope="module")
-def tls_swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(https URL, its CA's PEM): HAProxy terminating TLS for localhost in front of the test Swift."""
-    swift = urlsplit(need_service("Swift", SWIFT_URL))
-    if shutil.which("haproxy") is None:
-        pytest.fail("haproxy is not installed (scripts/apt-packages.txt)")
-    root = tmp_path_factory.mktemp("tls-swift")
-    chain, key = make_tls("localhost", ["localhost"])
-    (root / "store.pem").write_text(chain + key)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (root / "haproxy.cfg").write_text(
-        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n"
-        f"frontend store\n    bind 127.0.0.1:{port} ssl crt {root / 'store.pem'}\n    default_backend swift\n"
-        f"backend swift\n    server swift {swift.hostname}:{swift.port or 80}\n"
-    )
-    proc = subprocess.Popen(["haproxy", "-db", "-f", str(root / "haproxy.cfg")], stderr=subprocess.DEVNULL)
-    try:
-        url = f"https://localhost:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{url}/info", verify=False, timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield url, chain[chain.rindex("-----BEGIN CERTIFICATE-----") :].strip()
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.parametrize("with_chain", [True, False])

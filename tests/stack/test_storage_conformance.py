@@ -20,7 +20,15 @@ import httpx
 import pytest
 
 from tests.conftest import need_service
-from tests.support.swift import SWIFT_KEY, SWIFT_URL, SWIFT_USER
+from tests.support.swift import (
+    KEYSTONE_PASSWORD,
+    KEYSTONE_PROJECT,
+    KEYSTONE_URL,
+    KEYSTONE_USER,
+    SWIFT_KEY,
+    SWIFT_URL,
+    SWIFT_USER,
+)
 from updown_app.settings import S3StorageSettings, SwiftStorageSettings
 from updown_app.storage.base import (
     ObjectInfo,
@@ -34,10 +42,6 @@ from updown_app.storage.swift import SwiftStorage
 
 KiB = 1024
 MiB = 1024 * KiB
-KEYSTONE_URL = os.environ.get("UPDOWN_TEST_KEYSTONE_URL")
-KEYSTONE_USER = os.environ.get("UPDOWN_TEST_KEYSTONE_USER", "updown")
-KEYSTONE_PASSWORD = os.environ.get("UPDOWN_TEST_KEYSTONE_PASSWORD", "updownpw")
-KEYSTONE_PROJECT = os.environ.get("UPDOWN_TEST_KEYSTONE_PROJECT", "store")
 RUN = uuid.uuid4().hex[:8]  # containers/buckets of this test run
 CHUNK = 64 * KiB
 

@@ -9,6 +9,11 @@ from tests.conftest import need_service
 SWIFT_URL = os.environ.get("UPDOWN_TEST_SWIFT_URL")
 SWIFT_USER = os.environ.get("UPDOWN_TEST_SWIFT_USER", "test:tester")
 SWIFT_KEY = os.environ.get("UPDOWN_TEST_SWIFT_KEY", "testing")
+# Keystone v3 and its Swift proxy (scripts/services/keystone.sh)
+KEYSTONE_URL = os.environ.get("UPDOWN_TEST_KEYSTONE_URL")
+KEYSTONE_USER = os.environ.get("UPDOWN_TEST_KEYSTONE_USER", "updown")
+KEYSTONE_PASSWORD = os.environ.get("UPDOWN_TEST_KEYSTONE_PASSWORD", "updownpw")
+KEYSTONE_PROJECT = os.environ.get("UPDOWN_TEST_KEYSTONE_PROJECT", "store")
 
 
 def swift_env(container: str, **settings: str) -> dict[str, str]:

@@ -11,11 +11,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from updown_charms.interface import StoreAppData
-from updown_charms.values import HOSTNAME, Port, Role, hostname
+from updown_charms.values import HOSTNAME, Port, Role, hostname, pem_certificates
 
 _SIZE = re.compile(r"^[1-9][0-9]*[KMGT]$")
 _UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
 
 
 def size_bytes(value: str) -> int:
@@ -44,14 +43,6 @@ def upstream_url(value: str) -> str:
     if re.fullmatch(r"[0-9.]+", host):  # nginx matches the certificate's DNS names only (and sends it as SNI)
         raise ValueError("name the store by its host name, not an IP address (its certificate is checked)")
     return f"https://{host}" + (f":{port}" if port else "")
-
-
-def upstream_ca(value: str) -> str:
-    """PEM certificates only, one trailing newline; "" (the system's CAs) stays ""."""
-    value = value.strip()
-    if value and _PEM_CERT.sub("", value).strip():
-        raise ValueError("must be PEM certificates only (-----BEGIN CERTIFICATE----- ...)")
-    return value + "\n" if value else ""
 
 
 class UpstreamError(ValueError):
@@ -107,7 +98,7 @@ def _same_origin(published: str, url: str) -> bool:
 
 def _published_ca(value: str) -> str:
     try:
-        return upstream_ca(value)
+        return pem_certificates(value)
     except ValueError as exc:
         raise UpstreamError(f"updown-app's store CA: {exc}; set upstream-ca") from exc
 
@@ -162,7 +153,7 @@ class CacheConfig(BaseModel):
     @field_validator("upstream_ca")
     @classmethod
     def _upstream_ca(cls, value: str) -> str:
-        return upstream_ca(value)
+        return pem_certificates(value)
 
     @model_validator(mode="after")
     def _role_requirements(self) -> CacheConfig:

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import Field
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
@@ -25,3 +26,11 @@ def hostname(value: str) -> str:
     if value and not HOSTNAME.match(value):
         raise ValueError(f"not a hostname: {value!r}")
     return value
+
+
+def pem_certificates(value: str) -> str:
+    """PEM certificates only, one trailing newline; "" (the system's CAs) stays ""."""
+    value = value.strip()
+    if value and _PEM_CERT.sub("", value).strip():
+        raise ValueError("must be PEM certificates only (-----BEGIN CERTIFICATE----- ...)")
+    return value + "\n" if value else ""

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from updown_charms.interface import StoreAppData
-from updown_charms.values import Port, Role, hostname
+from updown_charms.values import Port, Role, hostname, pem_certificates
 
 # A release is the updown-app package version carried by the charm's wheelhouse (PEP 440, no local part).
 RELEASE = re.compile(r"^[0-9][0-9A-Za-z.+!-]*$")
@@ -51,6 +51,7 @@ class AppConfig(BaseModel):
     s3_region: str = ""
     s3_endpoint_url: str = ""
     s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    storage_ca: str = ""  # PEM; normalised to one trailing newline
     storage_connect_timeout: float = Field(5.0, gt=0)
     storage_first_byte_timeout: float = Field(30.0, gt=0)
     storage_idle_timeout: float = Field(30.0, gt=0)
@@ -80,6 +81,11 @@ class AppConfig(BaseModel):
             for item in filter(None, (v.strip() for v in value.split(","))):
                 ipaddress.ip_network(item, strict=False)  # ValueError names the bad one
         return value
+
+    @field_validator("storage_ca")
+    @classmethod
+    def _pem(cls, value: str) -> str:
+        return pem_certificates(value)
 
     @field_validator("public_hostname", "private_hostname")
     @classmethod
@@ -116,14 +122,23 @@ class AppConfig(BaseModel):
         return self
 
 
+def store_ca(config: AppConfig, s3_ca_chain: str = "") -> str:
+    """The PEM CAs the object store's certificate is checked against, by the app and the backend caches alike:
+    s3-integrator's tls-ca-chain when it gives one (it describes the store it hands out), else storage-ca; empty:
+    the system's CAs."""
+    if config.storage_backend == "local":
+        return ""
+    return (s3_ca_chain if config.storage_backend == "s3" else "") or config.storage_ca
+
+
 def store_upstream(config: AppConfig, s3_ca_chain: str = "") -> StoreAppData:
     """Where the backend cache units read objects from: the origin of the URLs this app presigns with `config`
-    (s3-integrator's values already in it), and the CA its certificate is checked against. Empty where the
-    charm cannot know it: local storage, Swift whose storage URL comes from the Keystone catalog at run time,
-    S3 without an endpoint (AWS: the SDK picks the host by region and bucket)."""
+    (s3-integrator's values already in it), and the CA its certificate is checked against (store_ca). Empty
+    where the charm cannot know it: local storage, Swift whose storage URL comes from the Keystone catalog at run
+    time, S3 without an endpoint (AWS: the SDK picks the host by region and bucket)."""
     if config.storage_backend == "swift" and config.swift_storage_url:
-        # TempURLs are on the storage URL's host; Swift has no CA option: the system's CAs
-        return StoreAppData(upstream_url=_origin(config.swift_storage_url))
+        # TempURLs are on the storage URL's host
+        return StoreAppData(upstream_url=_origin(config.swift_storage_url), upstream_ca=store_ca(config))
     if config.storage_backend == "s3" and config.s3_endpoint_url:
         origin = _origin(config.s3_endpoint_url)
         if origin and config.s3_addressing_style == "virtual" and not _is_ip(urlsplit(origin).hostname or ""):
@@ -131,7 +146,7 @@ def store_upstream(config: AppConfig, s3_ca_chain: str = "") -> StoreAppData:
             # with an endpoint, keep the endpoint's host: /<bucket>/<key>)
             scheme, _, authority = origin.partition("://")
             origin = f"{scheme}://{config.s3_bucket}.{authority}"
-        return StoreAppData(upstream_url=origin, upstream_ca=s3_ca_chain)
+        return StoreAppData(upstream_url=origin, upstream_ca=store_ca(config, s3_ca_chain))
     return StoreAppData()
 
 
@@ -231,8 +246,7 @@ class AppState(BaseModel):
     # resolved trusted-networks: with "auto", the networks the frontend units reach this unit on
     trusted_networks: tuple[str, ...] = ()
     bind_address: str = "0.0.0.0"
-    # PEM CA chain the S3 endpoint's certificate is checked against (s3-integrator's tls-ca-chain); empty: the
-    # system's CAs
+    # PEM CA chain s3-integrator gave (its tls-ca-chain); what the app trusts is store_ca
     s3_ca_chain: str = ""
 
     @field_validator("caches")
@@ -248,6 +262,11 @@ class AppState(BaseModel):
         if self.backends and self.config.storage_backend == "swift" and self.secrets.swift_temp_url_key is None:
             raise ValueError("backend-cache with swift needs temp-url-key in the storage-credentials secret")
         return self
+
+    @property
+    def store_ca(self) -> str:
+        """The PEM CAs the app checks the object store (and Keystone) with; empty: the system's CAs."""
+        return store_ca(self.config, self.s3_ca_chain)
 
     @property
     def frontends(self) -> tuple[CacheUnit, ...]:

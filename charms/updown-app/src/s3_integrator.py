@@ -24,6 +24,7 @@ from dpcharmlibs.interfaces.types import ExtraSecretStr
 
 import v0_request
 from updown_charms.status import StateError
+from updown_charms.values import pem_certificates
 
 logger = logging.getLogger(__name__)
 
@@ -131,17 +132,16 @@ def _checked(data: S3IntegratorData, access_key: str, secret_key: str) -> S3Conn
         raise StateError(
             ops.BlockedStatus(f"s3-integrator s3-uri-style={data.s3_uri_style!r}: use path or host (virtual)")
         )
-    chain = [c.strip() for c in data.tls_ca_chain or [] if c.strip()]
-    if any(
-        not (c.startswith("-----BEGIN CERTIFICATE-----") and c.endswith("-----END CERTIFICATE-----")) for c in chain
-    ):
-        raise StateError(ops.BlockedStatus("s3-integrator tls-ca-chain: not a list of PEM certificates"))
+    try:
+        chain = "".join(pem_certificates(c) for c in data.tls_ca_chain or [])
+    except ValueError as exc:
+        raise StateError(ops.BlockedStatus("s3-integrator tls-ca-chain: not a list of PEM certificates")) from exc
     return S3Connection(
         bucket=data.bucket or None,
         endpoint_url=(data.endpoint or "").strip() or None,
         region=(data.region or "").strip() or None,
         addressing_style=URI_STYLES[style] if style else None,
-        ca_chain="".join(c + "\n" for c in chain),
+        ca_chain=chain,
         access_key_id=pydantic.SecretStr(access_key),
         secret_access_key=pydantic.SecretStr(secret_key),
     )

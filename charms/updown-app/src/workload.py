@@ -9,7 +9,7 @@ Layout on a unit::
     /etc/updown/updown.toml           the app's settings (updown_app.settings.Settings), mode 0640 root:updown
     /etc/updown/hmac-keys.json        {key id: secret}, mode 0640 root:updown
     /etc/updown/environment           storage credentials for the AWS chain (S3), mode 0640 root:updown
-    /etc/updown/s3-ca.pem             the CA chain of the S3 endpoint, when s3-integrator gives one
+    /etc/updown/store-ca.pem          the CAs of the object store (s3-integrator's tls-ca-chain, or storage-ca)
     /etc/systemd/system/updown.service
     /var/lib/updown/                  the service's data_dir
 """
@@ -63,7 +63,7 @@ class Layout:
     config: Path = Path("/etc/updown/updown.toml")
     hmac_keys: Path = Path("/etc/updown/hmac-keys.json")
     environment: Path = Path("/etc/updown/environment")
-    s3_ca: Path = Path("/etc/updown/s3-ca.pem")
+    store_ca: Path = Path("/etc/updown/store-ca.pem")
     unit_file: Path = Path("/etc/systemd/system/updown.service")
     # The cache units the app purges and reads through: rewritten as they come and go, re-read by the running app
     # (caches.units_file), so it is not part of what a restart is staged for.
@@ -130,6 +130,8 @@ def render_settings(state: AppState, layout: Layout) -> dict[str, Any]:
         "first_byte_timeout": cfg.storage_first_byte_timeout,
         "idle_timeout": cfg.storage_idle_timeout,
     }
+    # both network stores verify their endpoint with the same file (swift: Keystone's too)
+    verify_tls = str(layout.store_ca) if state.store_ca else None
     storage: dict[str, Any] = {"backend": cfg.storage_backend}
     if cfg.storage_backend == "local":
         storage["local"] = {"path": str(layout.data_dir / "objects")}
@@ -153,6 +155,7 @@ def render_settings(state: AppState, layout: Layout) -> dict[str, Any]:
                 "storage_url": cfg.swift_storage_url,
                 "container": cfg.swift_container,
                 "temp_url_key": sec.swift_temp_url_key.get_secret_value() if sec.swift_temp_url_key else None,
+                "verify_tls": verify_tls,
                 **timeouts,
             }
         )
@@ -163,7 +166,7 @@ def render_settings(state: AppState, layout: Layout) -> dict[str, Any]:
                 "region": cfg.s3_region,
                 "endpoint_url": cfg.s3_endpoint_url,
                 "addressing_style": cfg.s3_addressing_style,
-                "verify_tls": str(layout.s3_ca) if state.s3_ca_chain else None,
+                "verify_tls": verify_tls,
                 **timeouts,
             }
         )
@@ -304,8 +307,8 @@ def rendered_files(state: AppState, layout: Layout) -> dict[Path, str]:
         layout.environment: render_environment(state),
         layout.unit_file: render_unit(state, layout),
     }
-    if state.config.storage_backend == "s3" and state.s3_ca_chain:
-        files[layout.s3_ca] = state.s3_ca_chain  # a left-over file is harmless: the config names it or not
+    if state.store_ca:
+        files[layout.store_ca] = state.store_ca  # a left-over file is harmless: the config names it or not
     return files
 
 

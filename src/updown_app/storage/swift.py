@@ -27,10 +27,12 @@ import json
 import logging
 import math
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -136,7 +138,9 @@ class _Keystone:
                 project_domain_name=s.project_domain_name,
             )
         self.plugin = plugin
-        self.session = ks_session.Session(auth=plugin, timeout=s.connect_timeout + s.first_byte_timeout)
+        self.session = ks_session.Session(
+            auth=plugin, timeout=s.connect_timeout + s.first_byte_timeout, verify=s.verify_tls
+        )
 
     def _authenticate(self) -> _Token:
         s = self.settings
@@ -178,6 +182,20 @@ class _Keystone:
         self.plugin.invalidate()
 
 
+def _tls(settings: SwiftStorageSettings) -> ssl.SSLContext | bool:
+    """What httpx verifies Swift's certificate with: a CA bundle (file or directory) read once, here, so that a
+    missing one fails at start-up rather than on the first request; True: httpx's default CAs."""
+    verify = settings.verify_tls
+    if not isinstance(verify, str):
+        return verify
+    try:
+        if Path(verify).is_dir():
+            return ssl.create_default_context(capath=verify)
+        return ssl.create_default_context(cafile=verify)
+    except (OSError, ssl.SSLError) as exc:
+        raise StorageError(f"swift verify_tls: cannot load the CA bundle {verify!r}: {_describe(exc)}") from exc
+
+
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
@@ -196,6 +214,7 @@ class SwiftStorage(Storage):
             self.segment_container = settings.segment_container or f"{settings.container}_segments"
         self.segment_prefix = SEGMENT_PREFIX if self.segment_container == self.container else ""
         self.slo_threshold = min(settings.slo_threshold, MAX_OBJECT_SIZE)
+        self._verify = _tls(settings)
         self._client: httpx.AsyncClient | None = None
         self._auth: _TempAuth | _Keystone | None = None
         self._token: _Token | None = None
@@ -216,6 +235,7 @@ class SwiftStorage(Storage):
                 ),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
                 follow_redirects=False,
+                verify=self._verify,
             )
         return self._client
 
