@@ -27,6 +27,7 @@ import uvicorn
 from updown_app.http.app import create_app
 from updown_app.http.protocol import JsonErrorsProtocol
 from updown_app.logs import setup_logging
+from updown_app.malloc import one_heap
 from updown_app.settings import Settings
 
 LOCAL_KEY_ID = "local"
@@ -247,6 +248,7 @@ def serve(settings: Settings) -> None:
     )
     if settings.auto_migrate:
         migrate_in_child(settings)
+    one_heap()  # before the pool threads exist: their heaps would keep an upload's memory (malloc.py)
     import uvloop
 
     uvloop.run(_serve(settings, tls))

@@ -23,6 +23,7 @@ import logging
 
 from updown_app.core.digests import MultiHasher
 from updown_app.core.errors import Conflict, NotFound, StoreUnavailable
+from updown_app.malloc import release_free_memory
 from updown_app.metadata.models import File
 from updown_app.metadata.repository import Repository
 from updown_app.storage.base import Storage, StorageUnavailableError
@@ -125,6 +126,8 @@ class DigestCompletion:
         except KeyError:
             log.error("stored object missing: digests cannot be completed", extra=_about(file))
             raise StoredObjectInvalid("object_missing", "the stored object of this file is missing") from None
+        finally:
+            release_free_memory()  # what the upload's and this read's buffers left in malloc's heaps (malloc.py)
         if hasher.size != file.size or hasher.hexdigest("sha256") != file.sha256:
             log.error(
                 "stored object does not match its record: the file will not be published",
