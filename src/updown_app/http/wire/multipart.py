@@ -90,7 +90,8 @@ class MultipartReader:
         self._events.append(("part", part))
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
-        self._events.append(("data", data[start:end]))
+        # A view, not a copy: the file's bytes are copied once, where the verifying stream joins them into chunks.
+        self._events.append(("data", memoryview(data)[start:end]))
 
     def _on_part_end(self) -> None:
         self._events.append(("end_part", None))
