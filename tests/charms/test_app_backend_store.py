@@ -37,6 +37,27 @@ def published(out: testing.State, relation: testing.Relation) -> dict[str, str]:
     return dict(out.get_relation(relation.id).local_app_data)
 
 
+def backend_unit_reads(cache_ctx: Any, app_data: dict[str, str], upstream_host: str) -> tuple[str, str]:
+    """A backend cache unit, without upstream options, on the other end of ``backend-cache`` with ``app_data``
+    (what the app's leader published): active with that upstream; returns its nginx.conf and the CA it trusts."""
+    import charm as cache_charm  # the cache charm's module (tests/charms/conftest.py puts it on the path)
+
+    app = testing.Relation(
+        endpoint="app",
+        remote_app_name="updown-app",
+        remote_app_data=app_data,
+        remote_units_data={0: {"address": "10.1.0.1", "port": "8000"}},
+    )
+    installed = testing.StoredState(owner_path="CacheCharm", content={"installed": True, "role": "backend"})
+    state = testing.State(config={"role": "backend"}, relations=[app], stored_states=[installed])
+    result = cache_ctx.run(cache_ctx.on.relation_changed(app), state)
+    assert result.unit_status == testing.ActiveStatus(f"backend: 1 app units, upstream {upstream_host}")
+    layout = cache_charm.LAYOUT
+    cfg = layout.nginx_conf.read_text()
+    assert f"proxy_ssl_trusted_certificate {layout.nginx_ca};" in cfg
+    return cfg, layout.nginx_ca.read_text()
+
+
 def ca_of(tls_pair: tuple[str, str]) -> str:
     chain, _key = tls_pair
     return chain[chain.rindex("-----BEGIN CERTIFICATE-----") :]
@@ -142,27 +163,12 @@ def test_an_unusable_store_config_keeps_the_last_published(ctx, host):
 def test_what_the_app_publishes_is_what_the_backend_cache_reads(ctx, host, cache_ctx, cache_host, tls_pair):
     """Both charms on one relation: the app's leader on s3-integrator (Swift's s3api over HTTPS by host name,
     a private CA, as the deployment rehearsal has it), the backend unit without upstream options."""
-    import charm as cache_charm  # the cache charm's module (tests/charms/conftest.py puts it on the path)
-
     ca = ca_of(tls_pair)
     rel = backend()
     s3 = integrator.stable(
         "AKIA1", "s3cr3t", endpoint="https://swift.deploy.test:8443", uri_style="path", ca_chain=[ca]
     )
     out = ctx.run(ctx.on.relation_changed(s3), two_units(ready(), rel, s3))
-    app_data = published(out, rel)
-
-    app = testing.Relation(
-        endpoint="app",
-        remote_app_name="updown-app",
-        remote_app_data=app_data,
-        remote_units_data={0: {"address": "10.1.0.1", "port": "8000"}},
-    )
-    installed = testing.StoredState(owner_path="CacheCharm", content={"installed": True, "role": "backend"})
-    state = testing.State(config={"role": "backend"}, relations=[app], stored_states=[installed])
-    result = cache_ctx.run(cache_ctx.on.relation_changed(app), state)
-    assert result.unit_status == testing.ActiveStatus("backend: 1 app units, upstream swift.deploy.test")
-    layout = cache_charm.LAYOUT
-    cfg = layout.nginx_conf.read_text()
-    assert "server swift.deploy.test:8443;" in cfg and f"proxy_ssl_trusted_certificate {layout.nginx_ca};" in cfg
-    assert layout.nginx_ca.read_text().strip() == ca.strip()
+    cfg, trusted = backend_unit_reads(cache_ctx, published(out, rel), "swift.deploy.test")
+    assert "server swift.deploy.test:8443;" in cfg
+    assert trusted.strip() == ca.strip()

@@ -14,7 +14,7 @@ from scripts.throwaway_ca import make_tls
 
 from tests.charms import s3_integrator_data as integrator
 from tests.charms import test_app_charm as app_tests
-from tests.charms.test_app_backend_store import backend, published
+from tests.charms.test_app_backend_store import backend, backend_unit_reads, published
 from tests.charms.test_app_s3_integrator import two_units
 from updown_app.settings import Settings
 
@@ -100,22 +100,9 @@ def test_s3_integrators_chain_wins_over_the_option(ctx, host, integrator_gives_a
 def test_a_backend_cache_trusts_the_swift_ca_the_app_publishes(ctx, host, cache_ctx, cache_host):
     """Both charms on one relation: the app on Swift with storage-ca, the backend unit without upstream options
     reads the store over HTTPS verified with that CA."""
-    import charm as cache_charm  # the cache charm's module (tests/charms/conftest.py puts it on the path)
-
     ca = a_ca()
     rel = backend()
     out = ctx.run(ctx.on.config_changed(), with_swift_credentials(ready(rel, **SWIFT, **{"storage-ca": ca})))
-    app = testing.Relation(
-        endpoint="app",
-        remote_app_name="updown-app",
-        remote_app_data=published(out, rel),
-        remote_units_data={0: {"address": "10.1.0.1", "port": "8000"}},
-    )
-    installed = testing.StoredState(owner_path="CacheCharm", content={"installed": True, "role": "backend"})
-    state = testing.State(config={"role": "backend"}, relations=[app], stored_states=[installed])
-    result = cache_ctx.run(cache_ctx.on.relation_changed(app), state)
-    assert result.unit_status == testing.ActiveStatus("backend: 1 app units, upstream swift.example.test")
-    layout = cache_charm.LAYOUT
-    cfg = layout.nginx_conf.read_text()
-    assert "server swift.example.test:8443;" in cfg and f"proxy_ssl_trusted_certificate {layout.nginx_ca};" in cfg
-    assert layout.nginx_ca.read_text() == ca + "\n"
+    cfg, trusted = backend_unit_reads(cache_ctx, published(out, rel), "swift.example.test")
+    assert "server swift.example.test:8443;" in cfg
+    assert trusted == ca + "\n"
