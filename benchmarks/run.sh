@@ -163,8 +163,8 @@ fi
 upload_rec() { # server file rep ok transfer_s wall_s srv_cpu_s rss_before_kb pids...
   local s=$1 f=$2 r=$3 ok=$4 ts=$5 ws=$6 cpu=$7 rb=$8; shift 8
   local hwm; hwm=$(sum_hwm "$@")
-  printf '{"server":"%s","file":"%s","bytes":%s,"rep":%d,"ok":"%s","transfer_s":%s,"wall_s":%s,"server_cpu_s":%s,"rss_before_kb":%d,"rss_peak_kb":%d,"method":"%s"}\n' \
-    "$s" "$f" "${SIZE[$f]}" "$r" "$ok" "${ts:-null}" "$ws" "$cpu" "$rb" "$hwm" "$UPLOAD_METHOD" | tee -a "$RESULTS/uploads.jsonl" >&2
+  printf '{"server":"%s","file":"%s","bytes":%s,"rep":%d,"ok":"%s","transfer_s":%s,"wall_s":%s,"server_cpu_s":%s,"rss_before_kb":%d,"rss_peak_kb":%d,"digests_after_s":%s,"method":"%s"}\n' \
+    "$s" "$f" "${SIZE[$f]}" "$r" "$ok" "${ts:-null}" "$ws" "$cpu" "$rb" "$hwm" "${DIGESTS_AFTER:-null}" "$UPLOAD_METHOD" | tee -a "$RESULTS/uploads.jsonl" >&2
 }
 if has "$PHASES" upload; then
   IFS=, read -r -a usizes <<< "$UPLOAD_SIZES"
@@ -196,8 +196,8 @@ if has "$PHASES" upload; then
                 --package bench --revision "$r" --sha256 "${SHA[$f]}" --md5 "${MD5[$f]}")
         t1=$(now)
         cpu=$(ticks_to_s "$c0" "$(cpu_ticks "$UPDOWN_PID")")
-        read -r ok ts UPLOAD_METHOD < <(python3 "$HERE/upload_check.py" "${SIZE[$f]}" "${SHA[$f]}" <<< "$out")
-        UPLOAD_METHOD=${UPLOAD_METHOD//_/ } \
+        read -r ok ts da UPLOAD_METHOD < <(python3 "$HERE/upload_check.py" "${SIZE[$f]}" "${SHA[$f]}" <<< "$out")
+        UPLOAD_METHOD=${UPLOAD_METHOD//_/ } DIGESTS_AFTER=$da \
           upload_rec updown "$f" "$r" "$ok" "$ts" "$(dt "$t0" "$t1")" "$cpu" "$rb" "$UPDOWN_PID"
         untrack_stop "$UPDOWN_PID"
       fi

@@ -136,6 +136,9 @@ def summarize_uploads(rows: list[dict]) -> dict:
             "rss_peak_kb": max(r["rss_peak_kb"] for r in rs),
             "rss_growth_kb": max(r["rss_peak_kb"] - r["rss_before_kb"] for r in rs),
             "method": rs[0].get("method", ""),
+            "digests_after_s": med(da)
+            if (da := [r["digests_after_s"] for r in good if r.get("digests_after_s")])
+            else None,
         }
     return out
 
@@ -244,6 +247,16 @@ def build(res: str, command: str | None) -> tuple[str, dict]:
     if u100 is not None and u1g is not None:
         targets.append(
             f"  - for comparison, growth during the 100 MiB upload: {u100['rss_growth_kb'] * 1024 / 1e6:.0f} MB"
+        )
+    later = [
+        (f, u["digests_after_s"])
+        for f in ("f100m.bin", "f1g.bin")
+        if (u := up.get(("updown", f))) and u["digests_after_s"]
+    ]
+    if later:
+        targets.append(
+            "  - updown's SHA-1 and SHA-512 (computed from the stored object after the answer; a publish waits for them)"
+            " known after: " + ", ".join(f"{SIZE_LABEL[f]} {s:.2f} s" for f, s in later) + " (median; in server CPU)"
         )
     sl = slow.get("updown")
     p = None if sl is None else sl["rss_peak_kb"] * 1024 / 1e6

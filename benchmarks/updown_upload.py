@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from updown_app.core import signing
 
@@ -89,6 +89,30 @@ def raw_upload(
     return t1 - t0, resp.status, rec
 
 
+def publishable_after(base: str, key_id: str, secret: bytes, file_id: str, timeout: float = 300.0) -> float | None:
+    """Seconds until the file's record has all four digests (SHA-1 and SHA-512 are computed from the stored object
+    after the upload answered, and a publish waits for them): polled with signed GETs of its record."""
+    u = urlsplit(base)
+    url_path = (u.path.rstrip("/") or "") + f"/v1/files/{file_id}"
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=60)
+    try:
+        while time.perf_counter() - start < timeout:
+            fields = signing.fresh_fields()
+            auth = signing.authorization_header(key_id, secret, "GET", url_path, fields)
+            conn.request(
+                "GET", f"{url_path}?{urlencode(fields)}", headers={"Authorization": auth, "X-Forwarded-Proto": "https"}
+            )
+            resp = conn.getresponse()
+            record = json.loads(resp.read())
+            if resp.status == 200 and record.get("sha1") and record.get("sha512"):
+                return time.perf_counter() - start
+            time.sleep(0.02)
+    finally:
+        conn.close()
+    return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("file", type=Path)
@@ -119,10 +143,13 @@ def main() -> int:
         return 0
     md5, sha = (a.md5, a.sha256) if a.md5 and a.sha256 else digests(a.file)
     dt, status, rec = raw_upload(base, key_id, secret, a.file, a.package, a.revision, md5, sha)
+    later = publishable_after(base, key_id, secret, rec["id"]) if status == 201 and "id" in rec else None
     print(
         json.dumps(
             {
                 "transfer_s": round(dt, 4),
+                # from the answer to all four digests known (what a publish right after the upload waits for)
+                "digests_after_s": None if later is None else round(later, 4),
                 "status": status,
                 "method": "signed multipart POST (http.client + sendfile, digests precomputed)",
                 "record": rec,
