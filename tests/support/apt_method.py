@@ -20,7 +20,7 @@ from typing import IO, Any
 import pytest
 
 from tests.stack.apt_repo import AptClient
-from tests.support.fake_sso import FakeSso, FakeStore
+from tests.support.fake_sso import FakeSso, FakeStore, running
 from tests.support.server import KEY_ID, ServerProcess, make_server
 
 PRIVATE = "private.localhost"
@@ -32,18 +32,12 @@ BUILD_DEB = Path(__file__).resolve().parents[2] / "scripts" / "build-apt-method-
 
 @pytest.fixture(scope="module")
 def sso() -> Iterator[FakeSso]:
-    fake = FakeSso("updown", CLIENT_SECRET)
-    fake.start()
-    yield fake
-    fake.stop()
+    yield from running(FakeSso("updown", CLIENT_SECRET))
 
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[FakeStore]:
-    fake = FakeStore({KEY_ID: HMAC_KEYS[KEY_ID].encode()})
-    fake.start()
-    yield fake
-    fake.stop()
+    yield from running(FakeStore({KEY_ID: HMAC_KEYS[KEY_ID].encode()}))
 
 
 @pytest.fixture(scope="module")

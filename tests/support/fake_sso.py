@@ -15,9 +15,10 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import jwt
@@ -100,6 +101,18 @@ class FakeService:
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         raise NotImplementedError
+
+
+S = TypeVar("S", bound=FakeService)
+
+
+def running(service: S) -> Iterator[S]:
+    """``service`` started for a fixture's lifetime: ``yield from running(FakeStore(...))``."""
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 # The SSO ---------------------------------------------------------------------------------------------------------

@@ -161,6 +161,16 @@ def db_file_count(srv: ServerProcess) -> int:
         return int(conn.execute("SELECT count(*) FROM files").fetchone()[0])
 
 
+def raw_connect(srv: ServerProcess, rcvbuf: int | None = None, timeout: float = 10.0) -> socket.socket:
+    """A plain TCP connection to the server's main port (``rcvbuf``: a small receive buffer, for slow readers)."""
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", srv.port))
+    return sock
+
+
 def read_response(sock: socket.socket) -> tuple[str, dict[str, str], bytes]:
     """One HTTP/1.1 response (status line, headers, body by Content-Length) from a raw socket."""
     buf = b""

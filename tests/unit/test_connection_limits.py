@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.support import forms
-from tests.support.server import KEY_ID, ServerProcess, db_file_count, make_server, read_response
+from tests.support.server import KEY_ID, ServerProcess, db_file_count, make_server, raw_connect, read_response
 
 TIMEOUT = 2.0  # header, body, send and handshake timeouts of the server under test
 MARGIN = 1.5  # scheduling slack on a loaded 2-core machine
@@ -51,11 +51,7 @@ def published(srv: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> t
 
 
 def tls_connect(srv: ServerProcess, rcvbuf: int | None = None) -> ssl.SSLSocket:
-    sock = socket.socket()
-    if rcvbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", srv.port))
+    sock = raw_connect(srv, rcvbuf)
     ctx = ssl.create_default_context(cafile=str(srv.cert))
     return ctx.wrap_socket(sock, server_hostname="localhost")
 

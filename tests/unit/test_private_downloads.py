@@ -22,7 +22,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.support.fake_sso import FakeSso, FakeStore, SigningKey, ec_key, rsa_key, unsigned_token
+from tests.support.fake_sso import FakeSso, FakeStore, SigningKey, ec_key, rsa_key, running, unsigned_token
 from tests.support.server import KEY_ID, ServerProcess, make_server
 from updown_app.auth.cache import TtlCache
 from updown_app.auth.links import LinkError, LinkSigner, link_path, redacted_path
@@ -53,17 +53,12 @@ def sso() -> Iterator[FakeSso]:
     fake = FakeSso("updown", CLIENT_SECRET)
     fake.keys = [rsa_key("k1"), ec_key("e1")]
     fake.default_claims = {"iss": ISSUER, "aud": AUDIENCE}
-    fake.start()
-    yield fake
-    fake.stop()
+    yield from running(fake)
 
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[FakeStore]:
-    fake = FakeStore({KEY_ID: HMAC_KEYS[KEY_ID].encode()})
-    fake.start()
-    yield fake
-    fake.stop()
+    yield from running(FakeStore({KEY_ID: HMAC_KEYS[KEY_ID].encode()}))
 
 
 def _common_env(store: FakeStore) -> dict[str, str]:

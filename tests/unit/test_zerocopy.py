@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import ServerProcess, make_server
+from tests.support.server import ServerProcess, make_server, raw_connect
 
 TIMEOUT = 2.0  # the server's send timeout
 MARGIN = 1.5  # scheduling slack on a loaded 2-core machine
@@ -65,12 +65,7 @@ def sent_bytes(srv: ServerProcess) -> float:
 
 
 def connect(srv: ServerProcess, rcvbuf: int | None = None) -> socket.socket:
-    sock = socket.socket()
-    if rcvbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(20)
-    sock.connect(("127.0.0.1", srv.port))
-    return sock
+    return raw_connect(srv, rcvbuf, timeout=20)
 
 
 def request(path: str, method: str = "GET", **headers: str) -> bytes:
