@@ -45,11 +45,20 @@ HOOKTOOLS = (
 ).split()
 HOOKTOOL_SRC = Path(__file__).with_name("hooktool.py")
 HOOK_TIMEOUT = 600  # s; no hook of ours needs more than a few minutes, even on a cold apt cache
+# Juju retries a failed hook by itself (model config automatically-retry-hooks, on by default; backoff from 5 s):
+# a unit is in error only while its hook keeps failing. A mirror that stalls for a while fails one install hook
+# (the charms' apt deadline), and the retry is what brings such a unit up in a real model too.
+HOOK_RETRIES = 2
+HOOK_RETRY_DELAY = 5.0
 SEVERITY = ["error", "blocked", "maintenance", "waiting", "active", "unknown"]
 
 
 class HookFailed(AssertionError):
-    """A hook exited non-zero: Juju would put the unit in `error` and stop there."""
+    """A hook kept exiting non-zero (Juju's retries included), or hung: the unit would stay in `error`."""
+
+    def __init__(self, message: str, *, hung: bool = False) -> None:
+        super().__init__(message)
+        self.hung = hung
 
 
 @dataclass
@@ -319,6 +328,19 @@ class Driver:
         raise AssertionError(f"the model did not settle in {max_rounds} rounds: {self.queues}")
 
     def _run(self, unit: str, hook: Hook, action_params: dict[str, Any] | None = None) -> Context:
+        """The hook on the unit, retried as Juju does while it fails (not actions: those just fail)."""
+        for attempt in range(HOOK_RETRIES + 1):
+            try:
+                return self._run_once(unit, hook, action_params)
+            except HookFailed as failed:
+                if action_params is not None or failed.hung or attempt == HOOK_RETRIES:
+                    raise
+                with (self.work / "debug-log.txt").open("a") as f:
+                    f.write(f"--- {unit} {hook.name} failed; retrying in {HOOK_RETRY_DELAY * 2**attempt:.0f} s\n")
+                time.sleep(HOOK_RETRY_DELAY * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _run_once(self, unit: str, hook: Hook, action_params: dict[str, Any] | None = None) -> Context:
         m = self.model
         app = unit.split("/")[0]
         with m.lock:
@@ -378,7 +400,7 @@ class Driver:
         try:
             out = machine.run(["./dispatch"], env=env, cwd=charm_dir, check=False, timeout=HOOK_TIMEOUT)
         except subprocess.TimeoutExpired as e:
-            raise HookFailed(self._hung(unit, hook, e)) from None
+            raise HookFailed(self._hung(unit, hook, e), hung=True) from None
         elapsed = time.monotonic() - start
         self.history.append(HookRun(unit, hook.name, elapsed, out.returncode))
         log = self.work / "debug-log.txt"
@@ -387,6 +409,8 @@ class Driver:
             f.write(f"--- {unit} {hook.name} rc={out.returncode} {elapsed:.1f}s\n{calls}\n{out.stdout}{out.stderr}")
         ctx.__dict__["code"] = out.returncode
         if out.returncode != 0 and action_params is None:
+            with m.lock:  # as Juju: a failed hook's relation writes are not committed
+                self._restore(unit, before)
             raise HookFailed(
                 f"hook failed: {unit} {hook.name} (exit {out.returncode}); the unit would be in error:\n"
                 f"{_juju_log(m.units[unit].log[logged:])[-6000:]}\n{(out.stdout + out.stderr)[-3000:]}"
@@ -429,6 +453,11 @@ class Driver:
             snap[(rel.id, unit)] = dict(rel.unit_data.get(unit, {}))
             snap[(rel.id, app)] = dict(rel.app_data.get(app, {}))
         return copy.deepcopy(snap)
+
+    def _restore(self, unit: str, before: dict[tuple[int, str], dict[str, str]]) -> None:
+        for (rid, who), data in before.items():
+            rel = self.model.relations[rid]
+            (rel.unit_data if who == unit else rel.app_data)[who] = dict(data)
 
     def _propagate(self, unit: str, before: dict[tuple[int, str], dict[str, str]]) -> None:
         """What the unit changed reaches the units that see it as relation-changed (and the stand-ins)."""

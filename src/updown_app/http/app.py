@@ -30,6 +30,7 @@ from updown_app.http.middleware.metrics import MetricsMiddleware, metrics_endpoi
 from updown_app.runtime import Runtime, build_runtime, close_runtime
 from updown_app.services.upload_purge import purge_expired
 from updown_app.settings import Settings
+from updown_app.storage.base import StorageUnavailableError
 
 log = logging.getLogger("updown.app")
 NONCE_PURGE_INTERVAL = 60.0
@@ -62,7 +63,11 @@ async def _sweep(context: Runtime) -> None:
     while True:
         try:
             await context.sweeper.sweep()
-        except Exception:  # keep sweeping after a transient database or storage error
+        except (StorageUnavailableError, DependencyUnavailable, OSError) as exc:
+            # The store or the database is down or unreachable: an outage, told once; the next round tries again.
+            metrics.SWEEP_FAILURES.inc()
+            log.warning("sweep skipped: a dependency is unavailable", extra={"error": type(exc).__name__})
+        except Exception:  # anything else is a bug: with its traceback; keep sweeping
             metrics.SWEEP_FAILURES.inc()
             log.exception("sweeping the store failed")
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))  # noqa: S311
