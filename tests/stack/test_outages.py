@@ -283,6 +283,20 @@ def outage_rounds(
     return seen
 
 
+def wait_gone(pid: int, timeout: float = 15.0) -> None:
+    """Until ``pid`` has exited (gone, or a zombie nobody reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state in ("Z", "X"):
+            return
+        assert time.monotonic() < deadline, f"process {pid} still running"
+        time.sleep(0.05)
+
+
 def private_get(http: httpx.Client, token: str, path: str) -> Any:
     return lambda frontend: http.get(
         frontend + path, headers={"Host": PRIVATE, "Authorization": f"Bearer {token}"}, timeout=15
@@ -304,8 +318,10 @@ def test_database_stopped_every_entry_point_answers_json_503_with_retry_after(
         "private host": private_get(http, token, private_path),
         "API": lambda frontend: signed_get(http, frontend, own, f"/v1/files/{file_id}"),
     }
-    os.kill(own.postgres_pid(), signal.SIGINT)  # PostgreSQL's fast shutdown
+    master = own.postgres_pid()
+    os.kill(master, signal.SIGINT)  # PostgreSQL's fast shutdown
     try:
+        wait_gone(master)  # stopped, not stopping: a request in the shutdown's first moments may still be answered
         seen = outage_rounds(http, frontends, own, entry_points, (cached_path, cached_data))
     finally:
         own.postgres_start()
